@@ -1,0 +1,36 @@
+# The two set-up commands (README): `make repro` and `make test`. Both create .venv first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+# Offline by default: no model hub, W&B writes to ./wandb and syncs later.
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export WANDB_MODE ?= offline
+export TF_CPP_MIN_LOG_LEVEL ?= 3
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup repro test params snakemake-dry clean-venv
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements/base.txt requirements/nodeps.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements/base.txt
+	$(PY) -m pip install -q --no-deps -r requirements/nodeps.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+repro: setup
+	dvc repro
+
+test: setup
+	$(PY) -m pytest -q
+
+params: setup
+	$(PY) -m ipfacediff.config --write
+
+snakemake-dry: setup
+	snakemake -s workflow/Snakefile -n --cores 2
+
+clean-venv:
+	rm -rf $(VENV)

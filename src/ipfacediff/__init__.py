@@ -1,0 +1,3 @@
+"""ipfacediff: identity-preserving, text-driven facial video editing with diffusion (IP-FaceDiff)."""
+
+__version__ = "0.1.0"

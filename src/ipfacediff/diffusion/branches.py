@@ -1,0 +1,139 @@
+"""The identity and directional branches over one base UNet, as saved by the fine-tuning stages.
+
+On disk a branch folder holds either
+  - a LoRA adapter: `pytorch_lora_weights.safetensors` (diffusers' `save_lora_adapter`), or
+  - a full UNet: `config.json` + `diffusion_pytorch_model.safetensors` (`save_pretrained`),
+plus `branch.json` ({"name", "mode", "base_hash", "steps", ...}) written by `save_branch`.
+
+At run time LoRA branches are two named adapters on ONE base UNet (switched with `set_adapters`),
+full branches are separate UNets. A missing or disabled branch falls back to the base weights, which
+is how the "no fine-tuning" ablations are expressed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from ..errors import InputError
+from ..fsio import atomic_dir
+
+BRANCHES = ("identity", "directional")
+LORA_FILE = "pytorch_lora_weights.safetensors"
+META_FILE = "branch.json"
+LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
+
+
+def lora_config(rank: int, alpha: float | None = None):
+    from peft import LoraConfig
+
+    return LoraConfig(r=rank, lora_alpha=alpha or rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS)
+
+
+def branch_mode(path: str | Path) -> str | None:
+    """'lora', 'full', or None when `path` holds no branch."""
+    path = Path(path)
+    if (path / LORA_FILE).is_file():
+        return "lora"
+    if (path / "config.json").is_file():
+        return "full"
+    return None
+
+
+def save_branch(unet, out_dir: str | Path, name: str, mode: str, meta: dict | None = None) -> None:
+    """Atomically write branch `name` of `unet` (adapter `name` for LoRA, the whole UNet for full)."""
+    if name not in BRANCHES:
+        raise ValueError(f"unknown branch {name!r}; expected one of {BRANCHES}")
+    with atomic_dir(out_dir) as tmp:
+        if mode == "lora":
+            unet.save_lora_adapter(str(tmp), adapter_name=name, safe_serialization=True, weight_name=LORA_FILE)
+        elif mode == "full":
+            unet.save_pretrained(str(tmp), safe_serialization=True)
+        else:
+            raise ValueError(f"unknown branch mode {mode!r}; expected 'lora' or 'full'")
+        (tmp / META_FILE).write_text(json.dumps({"name": name, "mode": mode, **(meta or {})}, indent=2, default=str))
+
+
+def read_branch_meta(path: str | Path) -> dict:
+    meta = Path(path) / META_FILE
+    return json.loads(meta.read_text()) if meta.is_file() else {}
+
+
+@dataclass
+class BranchSet:
+    """Which UNet (and which adapter on it) serves each branch.
+
+    `unets[name]` is the module to call for branch `name`; `adapters[name]` is the LoRA adapter to
+    activate on it, or None for plain weights (base or full fine-tune).
+    """
+
+    base: torch.nn.Module
+    unets: dict[str, torch.nn.Module] = field(default_factory=dict)
+    adapters: dict[str, str | None] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def use(self, name: str) -> Iterator[torch.nn.Module]:
+        """Yield the UNet for branch `name` with its adapter (or no adapter) active."""
+        unet = self.unets.get(name, self.base)
+        adapter = self.adapters.get(name)
+        has_adapters = bool(getattr(unet, "peft_config", None))
+        if adapter is not None:
+            unet.set_adapters([adapter])
+            unet.enable_adapters()
+        elif has_adapters:
+            unet.disable_adapters()
+        try:
+            yield unet
+        finally:
+            if has_adapters and adapter is None:
+                unet.enable_adapters()
+
+    def distinct_unets(self) -> list[torch.nn.Module]:
+        """Every UNet module in use once (processors and hooks go on each)."""
+        seen: dict[int, torch.nn.Module] = {id(self.base): self.base}
+        for unet in self.unets.values():
+            seen.setdefault(id(unet), unet)
+        return list(seen.values())
+
+
+def load_branches(base_unet: torch.nn.Module, paths: dict[str, str | Path | None]) -> BranchSet:
+    """Attach each branch in `paths` to `base_unet`; None or an empty folder means base weights."""
+    branches = BranchSet(base=base_unet)
+    for name, path in paths.items():
+        if name not in BRANCHES:
+            raise ValueError(f"unknown branch {name!r}; expected one of {BRANCHES}")
+        mode = None if path is None else branch_mode(path)
+        if path is not None and mode is None and Path(path).exists() and any(Path(path).iterdir()):
+            raise InputError(path, f"not a branch folder (no {LORA_FILE} and no config.json)")
+        if mode == "lora":
+            try:
+                base_unet.load_lora_adapter(
+                    str(path), adapter_name=name, prefix=None, weight_name=LORA_FILE, use_safetensors=True
+                )
+            except Exception as e:  # corrupt file or adapter for another architecture
+                raise InputError(Path(path) / LORA_FILE, f"cannot load LoRA adapter: {e}") from e
+            branches.unets[name] = base_unet
+            branches.adapters[name] = name
+            branches.sources[name] = f"lora:{path}"
+        elif mode == "full":
+            unet = copy.deepcopy(base_unet)
+            try:
+                full = type(base_unet).from_pretrained(str(path), torch_dtype=base_unet.dtype)
+            except Exception as e:
+                raise InputError(path, f"cannot load full UNet branch: {e}") from e
+            unet.load_state_dict(full.state_dict())
+            branches.unets[name] = unet.to(base_unet.device)
+            branches.adapters[name] = None
+            branches.sources[name] = f"full:{path}"
+        else:
+            branches.unets[name] = base_unet
+            branches.adapters[name] = None
+            branches.sources[name] = "base"
+    return branches

@@ -1,0 +1,25 @@
+"""Shared fixtures: real media from ../shared/media (skipped with a reason where absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_MEDIA = Path(os.environ.get("IPFACEDIFF_SHARED_MEDIA", ROOT.parent / "shared" / "media"))
+
+
+@pytest.fixture(scope="session")
+def media_dir() -> Path:
+    if not (SHARED_MEDIA / "videos").is_dir():
+        pytest.skip(f"real test media not found at {SHARED_MEDIA} (set IPFACEDIFF_SHARED_MEDIA)")
+    return SHARED_MEDIA
+
+
+@pytest.fixture(autouse=True)
+def _offline_env(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setenv("WANDB_MODE", os.environ.get("WANDB_MODE", "disabled"))
