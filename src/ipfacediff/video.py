@@ -115,6 +115,8 @@ def _open(path: str | Path):
         raise InputError(path, "empty file (0 bytes)")
     try:
         container = av.open(str(path), mode="r")
+    except av.error.EOFError as e:
+        raise InputError(path, "contains no decodable video frames (stream ends before any data)") from e
     except (av.error.FFmpegError, UnicodeDecodeError, OSError) as e:
         raise InputError(path, f"not a readable video (FFmpeg: {_short(e)})") from e
     if not container.streams.video:
@@ -138,6 +140,11 @@ def _stream_fps(stream) -> Fraction | None:
 def _size_tag(container) -> tuple[int, int] | None:
     m = SIZE_TAG.search(container.metadata.get("comment", ""))
     return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def _norm_rotation(degrees: float) -> int:
+    """Nearest multiple of 90 in (-180, 180]."""
+    return (int(round(degrees / 90.0)) * 90 + 179) % 360 - 179
 
 
 def _to_rgb(frame, rotation: int, size: tuple[int, int] | None) -> np.ndarray:
@@ -164,7 +171,7 @@ def iter_timed_frames(path: str | Path, max_frames: int | None = None) -> Iterat
                     break
                 t = float(frame.time) if frame.time is not None else i / float(_stream_fps(stream) or 25)
                 t0 = t if t0 is None else t0
-                rotation = int(round(frame.rotation / 90.0)) * 90
+                rotation = _norm_rotation(frame.rotation)
                 yield t - t0, _to_rgb(frame, rotation, size), rotation
                 i += 1
         except av.error.FFmpegError as e:
@@ -226,7 +233,7 @@ def probe(path: str | Path) -> VideoInfo:
         try:
             for frame in container.decode(stream):
                 if n == 0:
-                    rotation = int(round(frame.rotation / 90.0)) * 90
+                    rotation = _norm_rotation(frame.rotation)
                     w, h = (frame.width, frame.height) if size is None else size
                     shape = (h, w) if rotation % 180 == 0 else (w, h)
                 if frame.time is not None:
@@ -261,12 +268,12 @@ def resample_indices(times: np.ndarray, fps: Fraction, max_seconds: float | None
     duration = times[-1] + step if step > 0 else float(1 / fps)
     if max_seconds is not None:
         duration = min(duration, float(max_seconds))
-    n_out = max(1, int(np.floor(duration * float(fps) + 1e-9)))
+    n_out = max(1, int(np.ceil(duration * float(fps) - 1e-9)))  # every k with k / fps < duration
     grid = np.array([float(Fraction(k) / fps) for k in range(n_out)])
     idx = np.searchsorted(times, grid)
     idx = np.clip(idx, 1, len(times) - 1) if len(times) > 1 else np.zeros_like(idx)
     if len(times) > 1:
-        left_closer = (grid - times[idx - 1]) <= (times[idx] - grid)
+        left_closer = (grid - times[idx - 1]) <= (times[idx] - grid) + 1e-9  # ties -> earlier frame
         idx = np.where(left_closer, idx - 1, idx)
     return idx.astype(np.int64)
 
@@ -399,9 +406,11 @@ def write_video(
                     if arr.shape[:2] != (h, w):
                         raise ValueError(f"frame {n} has size {arr.shape[1]}x{arr.shape[0]}, expected {w}x{h}")
                     frame = av.VideoFrame.from_ndarray(_pad_even(arr, pad), format="rgb24")
+                    if not lossless:
+                        frame = frame.reformat(format="yuv420p")  # reformat drops pts: set it after
                     frame.pts = n
-                    frame.time_base = vs.time_base
-                    for pkt in vs.encode(frame if lossless else frame.reformat(format="yuv420p")):
+                    frame.time_base = Fraction(1) / fps  # not vs.time_base: the muxer rewrites it
+                    for pkt in vs.encode(frame):
                         out.mux(pkt)
                     n += 1
                 for pkt in vs.encode(None):

@@ -1,0 +1,287 @@
+"""IP-FaceDiff editing: TokenFlow-style joint keyframe editing with identity-guided PnP injection.
+
+Per sampling step t (REFERENCE sections 1-2):
+  1. keyframes: one random frame per block of `keyframe_interval` frames (re-drawn every step);
+  2. keyframe pass: source pass (source branch on the inverted latents of the keyframes at t, with
+     the inversion prompt) captures features; edit pass (edit branch on [uncond, cond] with
+     classifier-free guidance) runs joint attention across all keyframes with q/k and resblock
+     features injected, and keeps every self-attention layer's output;
+  3. every other frame, in batches of `batch_size`: source pass (correspondences to the frame's past
+     and future keyframes in the original video's features), edit pass whose self-attention outputs
+     are the eq. 4 blend of the keyframes' outputs through those correspondences.
+Everything goes through attention processors and forward hooks installed for the duration of a call
+(after memory options, checked), on every distinct UNet of the branch set.
+
+Memory: the edit latents of all frames are held (4 x h/8 x w/8 per frame); UNet work is streamed in
+batches; what grows with the video is only the keyframes' per-layer features and outputs (one
+keyframe per `keyframe_interval` frames), which joint attention needs at once by definition.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from .attention import EditState, assert_installed, install_processors
+from .branches import BranchSet
+from .injection import injection_steps, install_resnet_hook, pnp_attention_layers
+from .methods import Method, get_method
+from .propagation import blend_plan, sample_keyframes
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EditConfig:
+    """params `edit` section."""
+
+    methods: list[str] = field(default_factory=lambda: ["ours", "no_id_guidance", "no_directional", "tokenflow", "per_frame"])
+    prompts: list[str] | str = field(default_factory=lambda: ["glasses"])
+    steps: int = 50
+    guidance_scale: float = 7.5
+    negative_prompt: str = "ugly, blurry, low res, unrealistic, unaesthetic"
+    keyframe_interval: int = 8
+    pnp_attn_t: float = 0.5
+    pnp_f_t: float = 0.8
+    batch_size: int = 8
+    attn_chunk: int = 4096  # queries per attention / nearest-neighbour call
+    attention_slicing: str | int | None = None  # diffusers' slicing for cross-attention ("auto", "max", int)
+    vae_slicing: bool = True
+    vae_tiling: bool = False
+
+    def __post_init__(self):
+        checks = {
+            "steps": self.steps >= 1, "batch_size": self.batch_size >= 1, "keyframe_interval": self.keyframe_interval >= 1,
+            "attn_chunk": self.attn_chunk >= 1, "pnp_attn_t": 0 <= self.pnp_attn_t <= 1, "pnp_f_t": 0 <= self.pnp_f_t <= 1,
+            "guidance_scale": self.guidance_scale >= 0,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise InputError("params.yaml", f"edit: invalid value for {', '.join(bad)}")
+        for m in self.methods:
+            get_method(m)
+
+
+@dataclass
+class EditOutput:
+    latents: torch.Tensor  # (N, 4, h, w) final edit latents (CPU)
+    frames: np.ndarray | None  # (N, H, W, 3) uint8, unless output_type="latent"
+    info: dict[str, Any]
+
+
+def apply_memory_options(unets: Sequence[torch.nn.Module], vae, attention_slicing=None, vae_slicing=False, vae_tiling=False) -> dict:
+    """diffusers' memory options. They replace attention processors: call BEFORE installing ours."""
+    for unet in unets:
+        if attention_slicing is not None:
+            unet.set_attention_slice(attention_slicing)
+    if vae_slicing:
+        vae.enable_slicing()
+    if vae_tiling:
+        vae.enable_tiling()
+    return {"attention_slicing": attention_slicing, "vae_slicing": bool(vae_slicing), "vae_tiling": bool(vae_tiling)}
+
+
+def cache_steps(cache_timesteps: Sequence[int], timesteps: Sequence[int], path=None) -> list[int]:
+    """Index into the inversion cache of every sampling timestep (they must all be cached)."""
+    where = {int(t): i for i, t in enumerate(cache_timesteps)}
+    missing = [int(t) for t in timesteps if int(t) not in where]
+    if missing:
+        raise InputError(path, f"inversion cache holds timesteps {sorted(where, reverse=True)} but editing with "
+                               f"{len(timesteps)} steps needs {missing}: re-run inversion with the same number of steps")
+    return [where[int(t)] for t in timesteps]
+
+
+class IPFaceDiffPipeline:
+    """Edits a video from its DDIM inversion cache. Components come from `models.load_components`,
+    branches from `branches.load_branches` (None: base weights for every branch)."""
+
+    def __init__(self, components, branches: BranchSet | None = None, config: EditConfig | None = None, progress: bool = True):
+        self.components = components
+        self.branches = branches or BranchSet(base=components.unet)
+        self.config = config or EditConfig()
+        self.progress = progress
+        self.observer = None  # EditState.observer for the next calls (tests, debugging)
+        self.memory = apply_memory_options(
+            self.branches.distinct_unets(), components.vae, self.config.attention_slicing, self.config.vae_slicing, self.config.vae_tiling
+        )
+
+    # ------------------------------------------------------------------ processors and hooks
+    @contextlib.contextmanager
+    def editing(self, state: EditState) -> Iterator[list[torch.nn.Module]]:
+        """Install the edit processors and the resblock hook on every distinct UNet; restore after."""
+        unets = self.branches.distinct_unets()
+        restore, handles = [], []
+        try:
+            for unet in unets:
+                restore.append((unet, install_processors(unet, state, pnp_attention_layers(unet))))
+                handles.append(install_resnet_hook(unet, state))
+            for unet in unets:
+                assert_installed(unet, state)
+            yield unets
+        finally:
+            for h in handles:
+                h.remove()
+            for unet, before in restore:
+                unet.set_attn_processor(dict(before))
+            state.end_step()
+
+    # ------------------------------------------------------------------ prompts
+    def _embed(self, text: str, allow_empty: bool) -> torch.Tensor:
+        from .models import encode_prompt
+
+        emb = encode_prompt(self.components, text, allow_empty=allow_empty)
+        return emb.to(self.components.unet.device, self.components.unet.dtype)
+
+    def prompt_embeddings(self, prompt: str, negative_prompt: str | None, source_prompt: str):
+        """(cond, uncond, source) embeddings (1, 77, D). Empty edit prompt is rejected; over-long
+        prompts warn naming the dropped words (PromptTruncationWarning) and are recorded."""
+        from .models import truncated_text
+
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InputError(None, "empty prompt: say what the edit should be, e.g. -p 'a person wearing glasses'")
+        dropped = truncated_text(self.components.tokenizer, prompt)
+        cond = self._embed(prompt, allow_empty=False)  # warns naming `dropped`
+        return cond, self._embed(negative_prompt or "", True), self._embed(source_prompt or "", True), dropped
+
+    # ------------------------------------------------------------------ one source + edit pair
+    def _pair(self, state: EditState, method: Method, mode: str, x, src, t, emb, guidance_scale: float) -> torch.Tensor:
+        """Noise prediction (B, 4, h, w) of the edit pass for latents x, after the source pass on src."""
+        cond, uncond, source = emb
+        B = len(x)
+        if method.inject or method.propagate:
+            state.set("source", mode)
+            with self.branches.use(method.source_branch) as unet:
+                unet(src, t, encoder_hidden_states=source.expand(B, -1, -1))
+        state.set("edit", mode)
+        if state.groups == 2:
+            lat, text = torch.cat([x, x]), torch.cat([uncond.expand(B, -1, -1), cond.expand(B, -1, -1)])
+        else:
+            lat, text = x, cond.expand(B, -1, -1)
+        with self.branches.use(method.edit_branch) as unet:
+            eps = unet(lat, t, encoder_hidden_states=text).sample
+        state.end_pass_pair()
+        state.role = "off"
+        if state.groups == 2:
+            eps_u, eps_c = eps.chunk(2)
+            eps = eps_u + guidance_scale * (eps_c - eps_u)
+        return eps
+
+    # ------------------------------------------------------------------ the call
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str,
+        inversion,
+        negative_prompt: str | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        generator: torch.Generator | None = None,
+        frames: Sequence[int] | None = None,
+        method: str = "ours",
+        source_prompt: str | None = None,
+        output_type: str = "np",
+    ) -> EditOutput:
+        """Edit `frames` (default: all) of the video whose inversion cache is `inversion`.
+
+        `source_prompt` is the prompt the source pass conditions on (default: the one the cache was
+        inverted with). `generator` drives keyframe sampling (DDIM with eta 0 draws nothing else).
+        """
+        cfg = self.config
+        m = get_method(method)
+        steps = num_inference_steps or cfg.steps
+        g = cfg.guidance_scale if guidance_scale is None else guidance_scale
+        negative_prompt = cfg.negative_prompt if negative_prompt is None else negative_prompt
+        source_prompt = getattr(inversion, "prompt", "") if source_prompt is None else source_prompt
+        unet = self.components.unet
+        device, dtype = unet.device, unet.dtype
+
+        frame_idx = torch.arange(inversion.n_frames) if frames is None else torch.as_tensor(list(frames), dtype=torch.long)
+        if len(frame_idx) == 0:
+            raise InputError(getattr(inversion, "path", None), "no frames to edit")
+        N = len(frame_idx)
+        cond, uncond, source, dropped = self.prompt_embeddings(prompt, negative_prompt, source_prompt)
+
+        scheduler = self.components.new_scheduler()
+        scheduler.set_timesteps(steps, device=device)
+        timesteps = [int(t) for t in scheduler.timesteps]
+        cache_idx = cache_steps(inversion.timesteps, timesteps, getattr(inversion, "path", None))
+        n_qk = injection_steps(steps, cfg.pnp_attn_t) if m.inject else 0
+        n_f = injection_steps(steps, cfg.pnp_f_t) if m.inject else 0
+
+        def source_latents(step: int, sel: torch.Tensor) -> torch.Tensor:
+            return inversion.latents(cache_idx[step], frames=frame_idx[sel]).to(device, dtype)
+
+        state = EditState(groups=2 if g > 1.0 else 1, chunk=cfg.attn_chunk, observer=self.observer)
+        x = source_latents(0, torch.arange(N))  # edit starts from the inverted x_T
+        history: list[list[int]] = []
+        step_s: list[float] = []
+        t_start = time.perf_counter()
+        with self.editing(state) as unets:
+            for i, t in enumerate(self._progress(timesteps, f"edit [{m.name}]")):
+                t0 = time.perf_counter()
+                state.step, state.inject_qk, state.inject_f = i, i < n_qk, i < n_f
+                x_next = torch.empty_like(x)
+
+                def denoise(sel: torch.Tensor, mode: str) -> None:
+                    xs = x[sel.to(device)]
+                    eps = self._pair(state, m, mode, xs, source_latents(i, sel), t, (cond, uncond, source), g)
+                    x_next[sel.to(device)] = scheduler.step(eps, t, xs).prev_sample
+
+                if m.propagate:
+                    kf = sample_keyframes(N, cfg.keyframe_interval, generator)
+                    history.append(frame_idx[kf].tolist())
+                    state.keyframes = kf.to(device)
+                    denoise(kf, "keyframes")
+                    rest = torch.from_numpy(np.setdiff1d(np.arange(N), kf.numpy()))
+                    plan = blend_plan(rest, kf)
+                    for b in range(0, len(rest), cfg.batch_size):
+                        state.plan = plan[b : b + cfg.batch_size]
+                        denoise(rest[b : b + cfg.batch_size], "propagate")
+                else:
+                    for sel in torch.arange(N).split(cfg.batch_size):
+                        denoise(sel, "frame")
+                state.end_step()
+                for u in unets:  # nothing may have swapped our processors mid-edit
+                    assert_installed(u, state)
+                x = x_next
+                step_s.append(time.perf_counter() - t0)
+        edit_s = time.perf_counter() - t_start
+
+        latents = x.cpu()
+        t0 = time.perf_counter()
+        out_frames = None if output_type == "latent" else np.concatenate(list(self.decode(latents)))
+        info = {
+            "method": asdict(m), "prompt": prompt, "prompt_truncated": dropped, "negative_prompt": negative_prompt,
+            "source_prompt": source_prompt, "steps": steps, "guidance_scale": g, "timesteps": timesteps,
+            "keyframe_interval": cfg.keyframe_interval, "batch_size": cfg.batch_size, "pnp_attn_t": cfg.pnp_attn_t,
+            "pnp_f_t": cfg.pnp_f_t, "injected_steps": {"qk": n_qk, "resblock": n_f}, "n_frames": N,
+            "frames": frame_idx.tolist(), "keyframes": history, "memory_options": self.memory,
+            "branches": {"source": self._source_of(m.source_branch), "edit": self._source_of(m.edit_branch)},
+            "device": str(device), "dtype": str(dtype).replace("torch.", ""),
+            "timings_s": {"edit": round(edit_s, 4), "per_step": [round(s, 4) for s in step_s],
+                          "decode": round(time.perf_counter() - t0, 4)},
+        }
+        return EditOutput(latents, out_frames, info)
+
+    def decode(self, latents: torch.Tensor) -> Iterator[np.ndarray]:
+        """uint8 frames (b, H, W, 3), decoded `batch_size` at a time (streamable into a writer)."""
+        from .models import decode_latents, tensor_to_uint8
+
+        bs = self.config.batch_size
+        for b in self._progress(range(0, len(latents), bs), "decode", unit="batch"):
+            yield tensor_to_uint8(decode_latents(self.components, latents[b : b + bs], batch_size=bs).cpu())
+
+    def _source_of(self, branch: str) -> str:
+        return "base" if branch == "base" else self.branches.sources.get(branch, "base")
+
+    def _progress(self, it, desc: str, unit: str = "step"):
+        from tqdm import tqdm
+
+        return tqdm(it, desc=desc, unit=unit, disable=not self.progress, leave=False)

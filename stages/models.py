@@ -1,0 +1,41 @@
+"""Stage `models`: build (sample: tiny random weights) or resolve (paper: pretrained, offline) the models.
+
+python stages/models.py [--params params.yaml] [--out models]
+Writes models/base/ (diffusers folder, or a pointer ipfacediff.json for pretrained weights) and
+models/clip/; see ipfacediff.diffusion.models for the contract.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ipfacediff.config import load_params, section
+from ipfacediff.errors import InputError
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--out", default="models")
+    args = ap.parse_args(argv)
+    try:
+        params = load_params(args.params)
+        from ipfacediff.diffusion.models import ModelsConfig, prepare_models
+        from ipfacediff.tracking import start_run
+
+        cfg = section(params, ModelsConfig, "models")
+        crop = int(params.get("data", {}).get("crop_size", 64))
+        with start_run("models", params) as run:
+            infos = prepare_models(cfg, args.out, seed=int(params.get("seed", 0)), sample_size=crop)
+            run.summary({f"{k}_{f}": v.get(f) for k, v in infos.items() for f in ("source", "weights")})
+        for name, info in infos.items():
+            print(f"models/{name}: {info['source']} ({info['weights']} weights) sha256 {info['sha256']['combined'][:12]}")
+    except InputError as e:
+        print(f"models: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
