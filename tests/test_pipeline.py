@@ -44,7 +44,9 @@ def models_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def comps(models_dir):
-    return load_components(models_dir)
+    # float64: a random-weight UNet amplifies float32 round-off (which differs with batch size on CPU
+    # kernels) to ~1e-3 within a few steps; in float64 exactness checks can be tight
+    return load_components(models_dir, dtype="float64")
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +76,7 @@ def test_identical_frames_edit_to_identical_frames(comps, caches, method):
     assert torch.equal(cache.latents(0)[0], cache.latents(0)[-1])  # the inversion is per-frame identical
     out = pipe(comps)(PROMPT, cache, method=method, generator=seeded())
     lat = out.latents
-    assert (lat - lat[:1]).abs().max().item() < 1e-4  # float round-off of the eq. 4 blend only
+    assert (lat - lat[:1]).abs().max().item() < 1e-8  # float64 round-off of the eq. 4 blend only
     assert np.abs(out.frames.astype(int) - out.frames[:1].astype(int)).max() <= 1
     assert out.frames.shape == (10, 64, 64, 3)
 
@@ -103,7 +105,7 @@ def test_streaming_batch_size_does_not_change_the_edit(comps, caches):
     a = pipe(comps, batch_size=2)(PROMPT, caches["blob"], generator=seeded(1))
     b = pipe(comps, batch_size=16)(PROMPT, caches["blob"], generator=seeded(1))
     assert a.info["keyframes"] == b.info["keyframes"]
-    assert (a.latents - b.latents).abs().max().item() < 1e-4
+    assert (a.latents - b.latents).abs().max().item() < 1e-8
 
 
 def test_methods_differ_and_record_their_branches(comps, caches):

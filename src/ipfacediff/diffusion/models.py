@@ -235,10 +235,31 @@ def _build(unet_cfg, vae_cfg, text_cfg, seed: int, tokenizer_dir: Path, dtype=to
     vae = AutoencoderKL(**vae_cfg)
     text_encoder = CLIPTextModel(CLIPTextConfig(**text_cfg))
     tokenizer = build_clip_tokenizer(tokenizer_dir)
+    calibrate_latent_scale(vae, 64, seed)  # fully convolutional: 64 px calibrates any size
     comps = Components(unet, vae, text_encoder, tokenizer, make_scheduler())
     for m in (comps.unet, comps.vae, comps.text_encoder):
         m.to(dtype).eval().requires_grad_(False)
     return comps
+
+
+@torch.no_grad()
+def calibrate_latent_scale(vae, size: int, seed: int) -> float:
+    """Rescale a random VAE's latent means so scaled latents have unit std, as SD's trained VAE has.
+
+    0.18215 is SD's factor for raw latents of std ~5.5; a random encoder gives ~0.3, whose scaled
+    latents (std ~0.05) would sit far below the noise schedule's signal levels. The mean channels of
+    `quant_conv` are scaled by c and `post_quant_conv`'s input by 1/c: decoding is unchanged.
+    Calibrated on smooth random images (seeded), not on data.
+    """
+    g = torch.Generator().manual_seed(seed)
+    images = torch.nn.functional.interpolate(torch.randn(4, 3, 8, 8, generator=g), size=(size, size), mode="bilinear").clamp(-1, 1)
+    std = vae.encode(images).latent_dist.mean.std() * vae.config.scaling_factor
+    c = float(1.0 / std)
+    k = vae.config.latent_channels
+    vae.quant_conv.weight[:k] *= c
+    vae.quant_conv.bias[:k] *= c
+    vae.post_quant_conv.weight /= c
+    return c
 
 
 def build_tiny(out_dir: str | Path, seed: int = 0, sample_size: int = 64) -> dict:

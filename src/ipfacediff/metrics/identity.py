@@ -114,9 +114,11 @@ def compare(rec: Recognizer, embedder: Embedder, original: Clip, edited: Clip) -
 
 
 # -------------------------------------------------------------------------------------- gallery
-def gallery_entries(specs: list[str | Path]) -> list[tuple[str, Path]]:
-    """(id, path) for every gallery item named by `specs`: a clip (video, image, frame folder), a
-    folder of clips, or a text file listing one clip path per line (relative to the list file)."""
+def gallery_entries(specs: list[str | Path]) -> tuple[list[tuple[str, Path]], list[str]]:
+    """(id, path) for every gallery item named by `specs` (a clip: video, image or frame folder; a
+    folder of clips; or a text file listing one clip path per line, relative to the list file),
+    and the paths dropped as duplicate ids: the first source naming an id wins, so with
+    `[data/prepped, <CelebV-HQ folder>]` the original is the exact frames the edit started from."""
     entries: list[tuple[str, Path]] = []
     for spec in specs:
         spec = Path(spec)
@@ -126,8 +128,8 @@ def gallery_entries(specs: list[str | Path]) -> list[tuple[str, Path]]:
             lines = [s.strip() for s in spec.read_text().splitlines()]
             paths = [(spec.parent / s) for s in lines if s and not s.startswith("#")]
             for p in paths:
-                if not p.exists():
-                    raise InputError(spec, f"lists {p}, which does not exist")
+                if not _is_clip(p):
+                    raise InputError(spec, f"lists {p}, which is not a video, image or frame folder")
             entries += [(_clip_id(p), p) for p in paths]
         elif _is_clip(spec):
             entries.append((_clip_id(spec), spec))
@@ -136,11 +138,14 @@ def gallery_entries(specs: list[str | Path]) -> list[tuple[str, Path]]:
         else:
             raise InputError(spec, "not a clip, a folder of clips or a .txt list of clips")
     seen: dict[str, Path] = {}
+    dropped = []
     for cid, p in entries:
-        if cid in seen and seen[cid] != p:
-            raise InputError(p, f"gallery id {cid!r} also used by {seen[cid]} (ids must be unique)")
+        if cid in seen:
+            if seen[cid] != p:
+                dropped.append(str(p))
+            continue
         seen[cid] = p
-    return list(seen.items())
+    return list(seen.items()), dropped
 
 
 def _clip_id(p: Path) -> str:

@@ -46,6 +46,16 @@ from ..errors import InputError
 
 FALLBACK_SOURCE = "fallback:face-attributes-v1"
 
+
+@dataclass
+class CaptionConfig:
+    """The `caption` parameter section."""
+
+    captioner: str = "fallback"  # blip2 | fallback
+    blip2: str = "Salesforce/blip2-opt-2.7b"  # local folder or Hugging Face id (cache only, never downloaded)
+    batch_size: int = 16
+    max_new_tokens: int = 30
+
 # ArcFace 112 template in unit-square coordinates (x, y): eyes, nose, mouth corners (image left first)
 _T = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]]) / 112.0
 
@@ -244,14 +254,14 @@ class Blip2Captioner:
         return [t.strip() for t in self.processor.batch_decode(ids, skip_special_tokens=True)]
 
 
-def make_captioner(name: str, blip2: str | None = None, device: str = "auto", dtype: str = "float16"):
-    if name == "fallback":
+def make_captioner(cfg: CaptionConfig, device: str = "auto", dtype: str = "float16"):
+    if cfg.captioner == "fallback":
         return FallbackCaptioner()
-    if name == "blip2":
-        if not blip2:
+    if cfg.captioner == "blip2":
+        if not cfg.blip2:
             raise InputError("params.yaml", "caption.blip2: the BLIP-2 model folder or Hugging Face id is required")
-        return Blip2Captioner(blip2, device=device, dtype=dtype)
-    raise InputError("params.yaml", f"caption.captioner: unknown captioner {name!r}; expected blip2 or fallback")
+        return Blip2Captioner(cfg.blip2, device=device, dtype=dtype, max_new_tokens=cfg.max_new_tokens)
+    raise InputError("params.yaml", f"caption.captioner: unknown captioner {cfg.captioner!r}; expected blip2 or fallback")
 
 
 def read_rgb(path: str | Path) -> np.ndarray | None:
@@ -260,3 +270,105 @@ def read_rgb(path: str | Path) -> np.ndarray | None:
 
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     return None if img is None else np.ascontiguousarray(img[:, :, ::-1])
+
+
+# --------------------------------------------------------------------------- the caption stage
+
+
+def caption_crops(items: Sequence[tuple[str, Path]], captioner, batch_size: int = 16, desc: str = "caption") -> tuple[list[dict], list[dict]]:
+    """[(key, crop path)] -> (records {"key", "caption"}, skipped {"key", "reason"}).
+
+    Unreadable files and crops where YuNet finds no face are skipped and counted, never dropped.
+    """
+    from tqdm import tqdm
+
+    done, skipped, pending = [], [], []
+
+    def flush():
+        if pending:
+            caps = captioner([p[1] for p in pending], [p[2] for p in pending])
+            done.extend({"key": k, "caption": c} for (k, _, _), c in zip(pending, caps))
+            pending.clear()
+
+    for key, path in tqdm(list(items), desc=desc, unit="img"):
+        img = read_rgb(path)
+        if img is None:
+            skipped.append({"key": key, "reason": f"unreadable: {path} is not a decodable image"})
+            continue
+        lm = detect_crop_landmarks(img)
+        if lm is None:
+            skipped.append({"key": key, "reason": f"no face: YuNet found no face in {path}"})
+            continue
+        pending.append((key, img, lm))
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    return done, skipped
+
+
+def face_items(faces_dir: str | Path) -> list[tuple[str, Path]]:
+    """(image as listed in index.csv, its path) for every training face."""
+    from .data import read_index
+
+    rows, _ = read_index(faces_dir)
+    return [(r["image"], Path(faces_dir) / r["image"]) for r in rows]
+
+
+def video_items(prepped_dir: str | Path) -> list[tuple[str, list[Path]]]:
+    """(video id, its crops ordered from the middle outwards) for every prepped video."""
+    prepped_dir = Path(prepped_dir)
+    if not prepped_dir.is_dir():
+        raise InputError(prepped_dir, "prepped videos folder not found (run `dvc repro prep_videos`)")
+    out = []
+    for vid in sorted(d for d in prepped_dir.iterdir() if d.is_dir() and not d.name.startswith(".")):
+        if not (vid / "meta.json").is_file():
+            raise InputError(vid, "not a prepped video (no meta.json beside crops/)")
+        crops = sorted((vid / "crops").glob("*.png"))
+        if not crops:
+            raise InputError(vid / "crops", "no crops")
+        mid = len(crops) // 2
+        order = sorted(range(len(crops)), key=lambda i: (abs(i - mid), i))
+        out.append((vid.name, [crops[i] for i in order]))
+    return out
+
+
+def caption_videos(prepped_dir: str | Path, captioner, max_tries: int = 5) -> tuple[list[dict], list[dict]]:
+    """One caption per video from its middle crop (or the nearest of `max_tries` crops with a face)."""
+    done, skipped = [], []
+    for vid, crops in video_items(prepped_dir):
+        reasons = []
+        for path in crops[:max_tries]:
+            recs, skip = caption_crops([(vid, path)], captioner, desc=f"caption {vid}")
+            if recs:
+                done.append(recs[0] | {"crop": path.name})
+                break
+            reasons.append(skip[0]["reason"])
+        else:
+            skipped.append({"key": vid, "reason": f"no face in the {len(reasons)} middle crops ({reasons[0]})"})
+    return done, skipped
+
+
+def run_caption_stage(faces_dir: str | Path, prepped_dir: str | Path | None, out_dir: str | Path, captioner, profile: str, batch_size: int = 16) -> dict:
+    """data/captions/: faces.jsonl, videos.jsonl ({"image"|"video", "caption", "source"}) and summary.json."""
+    import json
+
+    from ..fsio import atomic_dir, write_json
+
+    faces, faces_skipped = caption_crops(face_items(faces_dir), captioner, batch_size, desc="caption faces")
+    if not faces:
+        raise InputError(faces_dir, f"no face could be captioned ({len(faces_skipped)} skipped: {faces_skipped[0]['reason'] if faces_skipped else 'empty'})")
+    videos, videos_skipped = caption_videos(prepped_dir, captioner) if prepped_dir is not None else ([], [])
+    summary = {
+        "profile": profile, "captioner": captioner.source,
+        "faces": {"n": len(faces), "n_skipped": len(faces_skipped), "skipped": [{"image": s["key"], "reason": s["reason"]} for s in faces_skipped]},
+        "videos": {"n": len(videos), "n_skipped": len(videos_skipped), "skipped": [{"video": s["key"], "reason": s["reason"]} for s in videos_skipped]},
+    }
+    with atomic_dir(out_dir) as tmp:
+        with open(tmp / "faces.jsonl", "w") as f:
+            for r in faces:
+                f.write(json.dumps({"image": r["key"], "caption": r["caption"], "source": captioner.source}) + "\n")
+        with open(tmp / "videos.jsonl", "w") as f:
+            for r in videos:
+                f.write(json.dumps({"video": r["key"], "caption": r["caption"], "source": f"{captioner.source} ({r['crop']})"}) + "\n")
+        write_json(tmp / "summary.json", summary)
+    return summary

@@ -86,11 +86,12 @@ class DirectionalClipLoss(nn.Module):
 
 
 def load_directional_loss(clip_dirs: Sequence[str | Path], device: str | torch.device = "cpu", dtype=torch.float32) -> DirectionalClipLoss:
-    """CLIP models from local folders (or `models/clip` pointers), via the engine's loader."""
-    from ..diffusion.models import load_clip
+    """CLIP models from local folders, `models/clip` pointers or Hugging Face ids in the local cache."""
+    from ..diffusion.models import load_clip, resolve_pretrained
 
     encoders = []
     for d in clip_dirs:
-        c = load_clip(d, device=device, dtype=dtype)
+        folder = d if Path(d).is_dir() else resolve_pretrained(d, required=("config.json",))
+        c = load_clip(folder, device=device, dtype=dtype)
         encoders.append(ClipEncoder(c.model, c.tokenizer, c.processor, name=str(c.info.get("spec") or c.info.get("path") or d)))
     return DirectionalClipLoss(encoders).to(device)

@@ -144,10 +144,9 @@ def finetune(branch: str, params: dict, paths: Paths | None = None, on_step: Cal
         acc.print(f"{STAGES[branch]}: skipped {s['image']}: {s['reason']}")
     dtype = weight_dtype(cfg)
     comps = load_components(paths.models, device=acc.device, dtype=torch.float32)
-    comps.vae.to(dtype)
-    comps.text_encoder.to(dtype)
-    if cfg.mode == "lora":  # frozen base in the compute dtype; full fine-tuning keeps fp32 master weights
-        comps.unet.to(dtype)
+    if dtype != torch.float32:  # frozen models in the compute dtype; full fine-tuning keeps fp32 master weights
+        for m in (comps.vae, comps.text_encoder, *([comps.unet] if cfg.mode == "lora" else [])):
+            m.to(dtype)
     objective, loss_info, aux = build_objective(branch, cfg, comps, face_set, paths, acc.device, dtype)
     fp = fingerprint(cfg, {"branch": branch, "base": comps.model_hash, "data": data_hash(face_set), "seed": seed, **loss_info})
     prepare_unet(comps.unet, branch, cfg)
@@ -170,3 +169,37 @@ def finetune(branch: str, params: dict, paths: Paths | None = None, on_step: Cal
             run.summary({f"{branch}/final_{k}": v for k, v in result.final.items()})
     acc.wait_for_everyone()
     return {"branch": branch, "name": branch, "mode": cfg.mode, **meta}
+
+
+def stage_main(branch: str, argv: list[str] | None = None) -> int:
+    """CLI of the finetune_id / finetune_dir stage scripts (also under `accelerate launch`)."""
+    import argparse
+    import sys
+
+    from ..config import load_params
+
+    d = default_paths(branch)
+    ap = argparse.ArgumentParser(prog=f"stages/{STAGES[branch]}.py", description=f"train the {branch} branch (see ipfacediff.train)")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--faces", type=Path, default=d.faces, help="aligned faces (prep_faces)")
+    ap.add_argument("--captions", type=Path, default=d.captions, help="faces.jsonl (caption)")
+    ap.add_argument("--models", type=Path, default=d.models, help="diffusers folder (models)")
+    ap.add_argument("--out", type=Path, default=d.out, help="branch folder to write")
+    ap.add_argument("--checkpoints", type=Path, default=d.checkpoints, help="resumable checkpoints (kept across runs)")
+    ap.add_argument("--curve", type=Path, default=d.curve, help="training curve TSV")
+    if branch == "directional":
+        ap.add_argument("--clip", type=Path, default=d.clip, help="CLIP folder (models)")
+        ap.add_argument("--prompts", type=Path, default=d.prompts, help="edit prompts YAML")
+    args = ap.parse_args(argv)
+    paths = Paths(**{k: v for k, v in vars(args).items() if k != "params"})
+    try:
+        meta = finetune(branch, load_params(args.params), paths)
+    except InputError as e:
+        print(f"{STAGES[branch]}: error: {e}", file=sys.stderr)
+        return 2
+    if meta.get("enabled") is False:
+        print(f"{STAGES[branch]}: disabled; wrote an empty branch folder {paths.out} (the engine uses the base weights)")
+    else:
+        final = ", ".join(f"{k} {v:.4g}" for k, v in meta["final"].items())
+        print(f"{STAGES[branch]} [{meta['profile']}]: {meta['steps']} steps ({final}) -> {paths.out}, curve {paths.curve}")
+    return 0

@@ -124,6 +124,17 @@ def fold_constants(model):
     return onnx.shape_inference.infer_shapes(folded)  # onnx2torch's BatchNorm reads input ranks from value_info
 
 
+def strip_stale_inputs(model):
+    """Drop graph inputs that are initialisers or feed no node (old exporters list weights as inputs;
+    onnxruntime then demands them as feeds)."""
+    inits = {i.name for i in model.graph.initializer}
+    used = {i for n in model.graph.node for i in n.input}
+    keep = [i for i in model.graph.input if i.name not in inits and i.name in used]
+    del model.graph.input[:]
+    model.graph.input.extend(keep)
+    return model
+
+
 def sface_float_onnx(path: str | Path | None = None):
     import onnx
 
@@ -297,8 +308,8 @@ def pixel_affine_to_theta(M: np.ndarray, in_size: tuple[int, int], out_size: tup
 class AlignToRecognizer(nn.Module):
     """Fixed similarity warp of aligned crops onto the recogniser's 112x112 template (differentiable).
 
-    Crops larger than the target are first area-averaged down so the bilinear warp does not alias;
-    normalised coordinates do not depend on resolution, so theta stays valid after the resize.
+    Crops that the warp shrinks are first area-averaged to the output's pixel pitch so the bilinear
+    warp does not alias; normalised coordinates do not depend on resolution, so theta stays valid.
     """
 
     def __init__(self, crop_size: int, crop_scale: float = 1.0, out_size: int = INPUT_SIZE):
@@ -314,9 +325,9 @@ class AlignToRecognizer(nn.Module):
         n, _, h, w = images.shape
         if (h, w) != (self.crop_size, self.crop_size):
             raise ValueError(f"expected {self.crop_size}x{self.crop_size} crops, got {h}x{w}")
-        k = math.floor(1.0 / self.scale) if self.scale < 1 else 1
-        if k > 1:
-            images = F.avg_pool2d(images, k) if h % k == 0 else F.interpolate(images, scale_factor=1.0 / k, mode="area")
+        if self.scale < 1:  # box-filter down to the output's pixel pitch (adaptive average pooling)
+            side = max(1, round(h * self.scale))
+            images = F.interpolate(images, size=(side, side), mode="area")
         grid = F.affine_grid(self.theta.to(images.dtype).expand(n, 2, 3), [n, 3, self.out_size, self.out_size], align_corners=False)
         return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
