@@ -49,15 +49,15 @@ def clip_frames(media_dir) -> np.ndarray:
 
 
 class GaussianDenoiser(torch.nn.Module):
-    """The exact noise prediction for Gaussian data N(0, var): a smooth ODE whose DDIM inversion converges.
+    """The exact noise prediction for Gaussian data N(mean, var): a smooth ODE whose DDIM inversion converges.
 
     Same call signature as a UNet; isolates the inversion/cache/sampling machinery from random weights.
     """
 
-    def __init__(self, alphas_cumprod: torch.Tensor, var: float):
+    def __init__(self, alphas_cumprod: torch.Tensor, var: float, mean: float = 0.0):
         super().__init__()
         self.register_buffer("acp", alphas_cumprod.double())
-        self.var = var
+        self.var, self.mean = var, mean
 
     dtype = torch.float32
 
@@ -67,7 +67,7 @@ class GaussianDenoiser(torch.nn.Module):
 
     def forward(self, x, t, encoder_hidden_states=None):
         a = self.acp[t].view(-1, 1, 1, 1)
-        out = ((1 - a).sqrt() * x.double() / (a * self.var + 1 - a)).float()
+        out = ((1 - a).sqrt() * (x.double() - a.sqrt() * self.mean) / (a * self.var + 1 - a)).float()
         return type("Out", (), {"sample": out})()
 
 
@@ -124,12 +124,12 @@ def test_schedule_and_steps_match_diffusers(comps):
 def test_inversion_reconstructs_real_clip(comps, clip_frames, tmp_path):
     """Inversion -> cache -> DDIM sampling back (no guidance, no edit) returns the clip's latents.
 
-    With the exact denoiser for Gaussian data the error is pure discretisation error: relative latent
-    error below 0.25 at 10 steps and 0.06 at 50, shrinking ~1/steps (measured 0.20 / 0.037 / 0.018 at
-    10 / 50 / 100 on random latents). Decoded images match within 0.1 of the [-1, 1] range at 50 steps.
+    With the exact denoiser for Gaussian data (fitted to the clip's latent mean/variance) the error is
+    the DDIM discretisation error: relative latent error below 0.15 at 10 steps and 0.04 at 50 (measured
+    0.091 / 0.023), shrinking with steps. Decoded images match within 0.1 (of the [-1, 1] range) at 50.
     """
     x0 = M.encode_images(comps, M.uint8_to_tensor(clip_frames))
-    den = GaussianDenoiser(comps.scheduler.alphas_cumprod, var=float(x0.var()))
+    den = GaussianDenoiser(comps.scheduler.alphas_cumprod, var=float(x0.var()), mean=float(x0.mean()))
     branches = BranchSet(base=den)
     errors = {}
     for steps in (10, 50):
@@ -139,8 +139,8 @@ def test_inversion_reconstructs_real_clip(comps, clip_frames, tmp_path):
         cond = M.encode_prompt(comps, [cache.prompt])
         rec = I.sample_latents(den, cache.latents(0), cond, cache.timesteps, cache.alphas)
         errors[steps] = float((rec - x0).norm() / x0.norm())
-    assert errors[10] < 0.25 and errors[50] < 0.06
-    assert errors[50] < 0.35 * errors[10]  # first-order convergence: 5x the steps, ~1/5 the error
+    assert errors[10] < 0.15 and errors[50] < 0.04
+    assert errors[50] < 0.4 * errors[10]  # converges with steps (measured ratio 0.25)
     images = (M.decode_latents(comps, rec) - M.decode_latents(comps, x0)).abs().max()
     assert images < 0.1
 
@@ -149,18 +149,19 @@ def test_inversion_reconstructs_real_clip(comps, clip_frames, tmp_path):
 def test_tiny_unet_cache_roundtrip_and_measured_error(comps, clip_frames, tmp_path):
     """With the random-weight UNet the cache stores exactly the in-memory DDIM states.
 
-    Its reconstruction error is large and does not shrink with steps (an untrained UNet's probability-
-    flow ODE is ill-conditioned: GroupNorm makes it very sensitive near the small clean latents);
-    measured relative latent error ~2-30 at 10-100 steps. We only require it to be finite: the sample
-    profile's reconstructions are not meaningful, the paper profile's are.
+    Its reconstruction error is large and shrinks only slowly with steps (an untrained UNet is no
+    denoiser: its probability-flow ODE is ill-conditioned); measured relative latent error on this clip
+    1.2 / 1.0 / 0.81 / 0.64 at 10 / 50 / 100 / 200 steps. So only finiteness is required here: the
+    sample profile's reconstructions are not meaningful, the paper profile's are.
     """
     frames = clip_frames[:6]
     path = I.invert_video(comps, BranchSet(base=comps.unet), frames, tmp_path / "v.safetensors", "", 10, batch_size=4)
     cache = I.InversionCache(path)
     x0 = M.encode_images(comps, M.uint8_to_tensor(frames))
-    states = I.invert_latents(comps.unet, x0, M.encode_prompt(comps, [""]), cache.timesteps, cache.alphas)
-    for i, s in enumerate(states):  # batch of 4 + 2 frames vs all 6 at once: float noise only
-        assert torch.allclose(cache.latents(i), s, atol=1e-4, rtol=1e-4), i
+    cond = M.encode_prompt(comps, [""])
+    parts = [I.invert_latents(comps.unet, x0[sl], cond, cache.timesteps, cache.alphas) for sl in (slice(0, 4), slice(4, 6))]
+    for i in range(11):  # same batches (4 + 2 frames) as invert_video: bit-identical
+        assert torch.equal(cache.latents(i), torch.cat([parts[0][i], parts[1][i]])), i
     rec = I.sample_latents(comps.unet, cache.latents(0), M.encode_prompt(comps, [""]), cache.timesteps, cache.alphas)
     assert torch.isfinite(rec).all()
 

@@ -113,7 +113,7 @@ def test_latent_helpers(comps):
     assert (torch.as_tensor(M.tensor_to_uint8(x)) == frames).all()  # exact round trip
     z = M.encode_images(comps, x, batch_size=2)
     assert z.shape == (3, 4, 8, 8)
-    assert torch.allclose(z, M.encode_images(comps, x, batch_size=3), atol=1e-6)  # batching: float noise only
+    assert torch.allclose(z, M.encode_images(comps, x, batch_size=3), atol=1e-5, rtol=1e-5)  # batching: float noise only
     assert M.decode_latents(comps, z).shape == (3, 3, 64, 64)
     with pytest.raises(ValueError, match="multiple of 8"):
         M.encode_images(comps, torch.zeros(1, 3, 60, 64))

@@ -285,3 +285,45 @@ class IPFaceDiffPipeline:
         from tqdm import tqdm
 
         return tqdm(it, desc=desc, unit=unit, disable=not self.progress, leave=False)
+
+
+# --------------------------------------------------------------------------- records and outputs
+
+RANDOM_WEIGHTS_NOTE = "random-weight diffusion models: this exercises the editing pipeline; the edit itself is not meaningful"
+
+
+def models_record(components, branches: BranchSet, models_dir=None) -> dict:
+    """What the edit was made with: base model (source, weights kind, hash) and each branch's source."""
+    from .branches import BRANCHES, read_branch_meta
+
+    info = components.info
+    record = {
+        "dir": None if models_dir is None else str(models_dir),
+        "source": info.get("source"), "weights": info.get("weights"), "sha256": components.model_hash,
+        "branches": {name: branches.sources.get(name, "base") for name in BRANCHES},
+    }
+    for name, src in record["branches"].items():
+        _, _, path = src.partition(":")
+        meta = read_branch_meta(path) if path else {}
+        if meta:
+            record.setdefault("branch_meta", {})[name] = {k: meta.get(k) for k in ("mode", "steps", "base_hash", "fingerprint") if k in meta}
+    if info.get("weights") == "random":
+        record["note"] = RANDOM_WEIGHTS_NOTE
+    return record
+
+
+def write_edit(video_path, frames, fps, record: dict, audio_from=None):
+    """Write the edited video and its JSON record (same name, .json) atomically: both or neither."""
+    import json
+    from pathlib import Path
+
+    from ..fsio import atomic_path
+    from ..video import write_video
+
+    video_path = Path(video_path)
+    with atomic_path(video_path) as tmp_video, atomic_path(video_path.with_suffix(".json")) as tmp_json:
+        result = write_video(tmp_video, frames, fps, audio_from=audio_from)
+        out = {"path": str(video_path), "frames": result.n_frames, "width": result.width, "height": result.height,
+               "fps": str(result.fps), "audio": result.audio}
+        tmp_json.write_text(json.dumps({**record, "output": out}, indent=2, sort_keys=True, default=str) + "\n")
+    return result

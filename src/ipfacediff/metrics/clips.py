@@ -28,9 +28,24 @@ class Clip:
     frames: np.ndarray  # (N, H, W, 3) uint8 RGB
     times: np.ndarray  # (N,) seconds from the first frame
     fps: Fraction | None  # None for a still
+    stride: int = 1  # this clip keeps every `stride`-th frame of its file
 
     def __len__(self) -> int:
         return len(self.frames)
+
+    @property
+    def key(self) -> str:
+        """Cache key: the file and which of its frames."""
+        return f"{self.path}@{self.stride}"
+
+    def every(self, stride: int) -> Clip:
+        """Every `stride`-th frame (timestamps kept, so pairing by time still holds)."""
+        if stride < 1:
+            raise InputError(None, f"frame stride must be >= 1, got {stride}")
+        if stride == 1:
+            return self
+        fps = self.fps / stride if self.fps else None
+        return Clip(self.name, self.path, self.frames[::stride], self.times[::stride], fps, self.stride * stride)
 
     @property
     def duration(self) -> float:
@@ -137,10 +152,11 @@ class Pairing:
 
 
 def pair_by_time(source: Clip, edit: Clip) -> Pairing:
-    """Pair each edit frame with the source frame nearest in time, if the edit frame's time lies
-    within the source's span (last source time + half a source frame). Frame k of a clip is shown at
-    `times[k]` (k / fps for frame folders). Overlap below MIN_OVERLAP of the longer clip -> InputError
-    (not the same clip); otherwise the excess frames are counted, reported and excluded.
+    """Pair each edit frame with the source frame nearest in time (an exact midpoint goes to the
+    earlier one), if the edit frame's time lies within the source's span [0, last time + one source
+    frame interval). Frame k of a clip is shown at `times[k]` (k / fps for frame folders). Overlap
+    below MIN_OVERLAP of the longer clip -> InputError (not the same clip); otherwise the excess
+    frames are counted, reported and excluded.
     """
     ts, te = np.asarray(source.times, np.float64), np.asarray(edit.times, np.float64)
     if len(ts) == 0 or len(te) == 0:
@@ -149,11 +165,11 @@ def pair_by_time(source: Clip, edit: Clip) -> Pairing:
     if longer > 0 and shorter / longer < MIN_OVERLAP:
         raise InputError(edit.path, f"{edit.duration:.3f} s long but the original {source.path} is "
                          f"{source.duration:.3f} s: less than {MIN_OVERLAP:.0%} overlap, not the same clip?")
-    half = 0.5 / float(source.fps) if source.fps else 0.0
+    end = source.duration if source.fps else float(ts[-1]) + 0.5  # a still covers half a second either way
     j = np.clip(np.searchsorted(ts, te), 1, max(len(ts) - 1, 1)) if len(ts) > 1 else np.zeros(len(te), np.int64)
     if len(ts) > 1:
-        j = np.where(np.abs(te - ts[j - 1]) <= np.abs(ts[j] - te), j - 1, j)
-    ok = np.abs(ts[j] - te) <= half + 1e-6
+        j = np.where(np.abs(te - ts[j - 1]) <= np.abs(ts[j] - te) + 1e-9, j - 1, j)  # midpoint -> earlier
+    ok = (te >= float(ts[0]) - 1e-6) & (te < end - 1e-6)
     idx = np.where(ok, j, -1).astype(np.int64)
     used = np.zeros(len(ts), bool)
     used[idx[idx >= 0]] = True

@@ -31,9 +31,10 @@ class MetricsConfig:
     gallery: list[str] = field(default_factory=lambda: ["data/prepped"])
     gallery_cache: str | None = "data/gallery"
     clip: str | None = "models/clip"
-    external_dir: str = "data/external/edits"
+    external_dir: str = "data/external_edits"
     external_methods: list[str] = field(default_factory=lambda: ["dva", "stit", "ltfe"])
     plot_recognizer: str | None = None
+    frame_stride: int = 1  # identity metrics on every k-th frame (1 = all, as the paper)
 
 
 @dataclass(frozen=True)
@@ -115,15 +116,17 @@ def run_identity(items: list[EditItem], originals: Originals, cfg: MetricsConfig
     entries, dropped = gallery_entries(specs) if specs else ([], [])
     missing_specs = [s for s in cfg.gallery if not Path(s).exists()]
     out = {"recognizers": [r.info() for r in recs], "methods": {}, "videos": [], "frames": [],
-           "gallery": {"sources": cfg.gallery, "missing_sources": missing_specs, "duplicate_ids_dropped": dropped}}
+           "gallery": {"sources": cfg.gallery, "missing_sources": missing_specs, "duplicate_ids_dropped": dropped},
+           "frame_stride": cfg.frame_stride}
     for rec in recs:
         cache = Path(cfg.gallery_cache) / f"{rec.name}.npz" if cfg.gallery_cache else None
-        gallery = build_gallery(entries, rec, embedder, cache) if entries else None
+        gallery = build_gallery(entries, rec, embedder, cache, cfg.frame_stride) if entries else None
         if gallery is not None:
             out["gallery"][rec.name] = {"size": len(gallery), "skipped": gallery.skipped, "reused_from_cache": gallery.reused}
         results = []
         for item in tqdm(items, desc=f"identity [{rec.name}]", unit="video", disable=not progress):
-            original, edited = originals.get(item.vid, item.path), load_clip(item.path, item.vid)
+            original = originals.get(item.vid, item.path).every(cfg.frame_stride)
+            edited = load_clip(item.path, item.vid).every(cfg.frame_stride)
             res = compare(rec, embedder, original, edited)
             if gallery is not None:
                 v_src = embedder.video(rec, original)

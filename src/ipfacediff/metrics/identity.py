@@ -36,12 +36,12 @@ class Embedder:
         self._emb: dict[tuple[str, str], np.ndarray] = {}
 
     def faces(self, clip: Clip) -> Faces:
-        if clip.path not in self._faces:
-            self._faces[clip.path] = detect_landmarks(clip.frames, progress=self.progress)
-        return self._faces[clip.path]
+        if clip.key not in self._faces:
+            self._faces[clip.key] = detect_landmarks(clip.frames, progress=self.progress)
+        return self._faces[clip.key]
 
     def frames(self, rec: Recognizer, clip: Clip) -> np.ndarray:
-        key = (rec.name, clip.path)
+        key = (rec.name, clip.key)
         if key not in self._emb:
             faces = self.faces(clip)
             out = np.full((len(clip), rec.dim), np.nan, np.float32)
@@ -190,22 +190,23 @@ class Gallery:
 
 
 def build_gallery(entries: list[tuple[str, Path]], rec: Recognizer, embedder: Embedder,
-                  cache: str | Path | None = None) -> Gallery:
-    """Video embeddings of every entry, reusing a cache file (same recogniser name and weight hash,
-    unchanged entry fingerprint) and rewriting it atomically. No entry -> InputError."""
+                  cache: str | Path | None = None, stride: int = 1) -> Gallery:
+    """Video embeddings of every entry (every `stride`-th frame), reusing a cache file (same
+    recogniser name, weight hash and stride, unchanged entry fingerprint) and rewriting it
+    atomically. No entry -> InputError."""
     from tqdm import tqdm
 
     if not entries:
         raise InputError(None, "the gallery is empty (no videos, images or frame folders found)")
     sha = rec.weights_sha256
-    old = _load_cache(cache, rec.name, sha)
+    old = _load_cache(cache, rec.name, sha, stride)
     ids, embs, fps, skipped, reused = [], [], [], [], 0
     for cid, path in tqdm(entries, desc=f"gallery [{rec.name}]", unit="clip", disable=len(entries) < 50):
         fp = _fingerprint(path)
         if cid in old and old[cid][0] == fp:
             emb, reused = old[cid][1], reused + 1
         else:
-            emb = embedder.video(rec, load_clip(path, cid))
+            emb = embedder.video(rec, load_clip(path, cid).every(stride))
         if emb is None or np.isnan(emb).any():
             skipped.append({"id": cid, "path": str(path), "reason": "no face in any frame"})
             continue
@@ -216,16 +217,16 @@ def build_gallery(entries: list[tuple[str, Path]], rec: Recognizer, embedder: Em
         raise InputError(None, f"the gallery is empty: none of its {len(entries)} entries has a face")
     gallery = Gallery(rec.name, sha, ids, np.stack(embs).astype(np.float32), skipped, reused)
     if cache is not None:
-        _save_cache(cache, gallery, fps)
+        _save_cache(cache, gallery, fps, stride)
     return gallery
 
 
-def _load_cache(path, name: str, sha: str) -> dict[str, tuple[str, np.ndarray]]:
+def _load_cache(path, name: str, sha: str, stride: int) -> dict[str, tuple[str, np.ndarray]]:
     if path is None or not Path(path).is_file():
         return {}
     try:
         with np.load(path, allow_pickle=False) as z:
-            if str(z["recognizer"]) != name or str(z["weights_sha256"]) != sha:
+            if str(z["recognizer"]) != name or str(z["weights_sha256"]) != sha or int(z["frame_stride"]) != stride:
                 return {}
             return {str(i): (str(f), e) for i, f, e in zip(z["ids"], z["fingerprints"], z["embeddings"])}
     except (OSError, ValueError, KeyError) as e:
@@ -233,10 +234,10 @@ def _load_cache(path, name: str, sha: str) -> dict[str, tuple[str, np.ndarray]]:
         return {}
 
 
-def _save_cache(path, gallery: Gallery, fingerprints: list[str]) -> None:
+def _save_cache(path, gallery: Gallery, fingerprints: list[str], stride: int) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, recognizer=gallery.recognizer, weights_sha256=gallery.weights_sha256,
+            np.savez(f, recognizer=gallery.recognizer, weights_sha256=gallery.weights_sha256, frame_stride=stride,
                      ids=np.array(gallery.ids), fingerprints=np.array(fingerprints),
                      embeddings=gallery.embeddings, skipped=json.dumps(gallery.skipped))
 

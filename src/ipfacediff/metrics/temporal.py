@@ -22,6 +22,7 @@ lower than its original); read it beside the identity and CLIP metrics.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 WARP_SCALE = 1000.0
 FB_ALPHA, FB_BETA = 0.01, 0.5
+RAFT_MIN_SIDE = 128
 RAFT_FILES = {"raft_large": "raft_large_C_T_SKHT_V2-ff5fadd5.pth", "raft_small": "raft_small_C_T_V2-01064c6d.pth"}
 
 
@@ -87,17 +89,26 @@ class RAFTFlow:
         import torch.nn.functional as F
 
         h, w = a.shape[1:3]
-        ph, pw = (-h) % 8, (-w) % 8  # RAFT needs sides divisible by 8
+        # RAFT's correlation pyramid needs >= 128 px sides: smaller frames (64 px sample crops) are
+        # upsampled by an integer factor and the flow scaled back down
+        k = max(1, math.ceil(RAFT_MIN_SIDE / min(h, w)))
+        H, W = h * k, w * k
+        ph, pw = (-H) % 8, (-W) % 8  # and sides divisible by 8
 
         def prep(x):
             t = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+            if k > 1:
+                t = F.interpolate(t, size=(H, W), mode="bilinear", align_corners=False)
             return F.pad(t, (0, pw, 0, ph), mode="replicate").to(self.device)
 
         out = []
         with torch.inference_mode():
             for i in range(0, len(a), batch):
                 flow = self.model(prep(a[i:i + batch]), prep(b[i:i + batch]), num_flow_updates=self.iters)[-1]
-                out.append(flow[:, :, :h, :w].permute(0, 2, 3, 1).cpu().numpy())
+                flow = flow[:, :, :H, :W]
+                if k > 1:
+                    flow = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False) / k
+                out.append(flow.permute(0, 2, 3, 1).cpu().numpy())
         return np.concatenate(out).astype(np.float32)
 
 

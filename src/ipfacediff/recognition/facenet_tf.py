@@ -57,14 +57,12 @@ class FaceNetTF(Recognizer):
         self._fn = _load_graph(self.weights_path)
 
     def _forward(self, faces: np.ndarray) -> np.ndarray:
-        import tensorflow as tf
-
+        tf = import_tensorflow()
         return self._fn(tf.constant(fixed_standardization(faces))).numpy()
 
 
 def _load_graph(path: Path):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     graph_def = tf.compat.v1.GraphDef()
     graph_def.ParseFromString(path.read_bytes())
@@ -79,3 +77,19 @@ def _load_graph(path: Path):
         return out
 
     return tf.compat.v1.wrap_function(_import, [tf.TensorSpec([None, 160, 160, 3], tf.float32)])
+
+
+def import_tensorflow():
+    """TensorFlow, quiet, with torchvision imported first.
+
+    Loading torchvision's C++ ops AFTER TensorFlow segfaults the process (TF 2.21 / torchvision 0.29
+    symbol clash); the reverse order is fine. So every TensorFlow import here goes through this, and
+    later torchvision users in the same process (tests, RAFT) are safe."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        pass
+    import tensorflow as tf
+
+    return tf

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import Recognizer, require_file
+from .facenet_tf import import_tensorflow
 from .templates import ARCFACE_112, box_template
 
 
@@ -56,16 +57,36 @@ class VGGFace(Recognizer):
 
 
 def _vggface_keras(path: Path):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from deepface.models.facial_recognition.tf.VGGFace import base_model
-    from tensorflow.keras.layers import Flatten
-    from tensorflow.keras.models import Model
-
-    model = base_model()
+    """deepface's Keras VGG-Face with its 4096-d descriptor head. The layer stack is built here (the
+    published VGG-Face architecture, in deepface's layer order so its legacy .h5 loads by order):
+    importing deepface itself drags in its web-server dependencies."""
+    keras = import_tensorflow().keras
+    model = vgg_face_keras()
     model.load_weights(str(path))
     # deepface's descriptor: the 4096-d output of the second fully-connected block (layers[-5]).
-    descriptor = Model(inputs=model.inputs, outputs=Flatten()(model.layers[-5].output))
+    descriptor = keras.Model(inputs=model.inputs[0], outputs=keras.layers.Flatten()(model.layers[-5].output))
     return lambda x: np.asarray(descriptor(x, training=False))
+
+
+def vgg_face_keras(width: float = 1.0):
+    """VGG-Face (Parkhi et al. 2015): 13 conv (5 blocks) + 3 fully-connected-as-conv, 2622 classes."""
+    keras = import_tensorflow().keras
+    layers = keras.layers
+    c = lambda n: max(1, int(n * width))  # noqa: E731  (width < 1 only for tests of the loading code)
+    model = keras.Sequential([keras.Input((224, 224, 3))])
+    for n_convs, ch in ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512)):
+        for _ in range(n_convs):
+            model.add(layers.ZeroPadding2D((1, 1)))
+            model.add(layers.Conv2D(c(ch), (3, 3), activation="relu"))
+        model.add(layers.MaxPooling2D((2, 2), strides=(2, 2)))
+    model.add(layers.Conv2D(c(4096), (7, 7), activation="relu"))
+    model.add(layers.Dropout(0.5))
+    model.add(layers.Conv2D(c(4096), (1, 1), activation="relu"))
+    model.add(layers.Dropout(0.5))
+    model.add(layers.Conv2D(2622, (1, 1)))
+    model.add(layers.Flatten())
+    model.add(layers.Activation("softmax"))
+    return model
 
 
 def _onnx_runner(path: Path, nchw: bool | None = None):

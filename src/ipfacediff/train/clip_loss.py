@@ -53,12 +53,15 @@ class ClipEncoder(nn.Module):
 
     @torch.no_grad()
     def text_features(self, texts: Sequence[str]) -> torch.Tensor:
-        """Features of `texts`, cached per string (prompts and captions repeat every epoch)."""
-        missing = sorted({t for t in texts if t not in self._text_cache})
-        if missing:
-            tok = self.tokenizer(missing, padding="max_length", truncation=True, max_length=self.tokenizer.model_max_length, return_tensors="pt")
-            feats = _features(self.model.get_text_features(**{k: v.to(self.mean.device) for k, v in tok.items()})).float()
-            self._text_cache.update(zip(missing, feats))
+        """Features of `texts`, cached per string (prompts and captions repeat every epoch).
+
+        One string per forward pass: batched matmuls round differently with the batch's make-up, and
+        a resumed run must see bit-identical features whatever was cached before the interruption.
+        """
+        for t in dict.fromkeys(texts):
+            if t not in self._text_cache:
+                tok = self.tokenizer([t], padding="max_length", truncation=True, max_length=self.tokenizer.model_max_length, return_tensors="pt")
+                self._text_cache[t] = _features(self.model.get_text_features(**{k: v.to(self.mean.device) for k, v in tok.items()})).float()[0]
         return torch.stack([self._text_cache[t] for t in texts])
 
 

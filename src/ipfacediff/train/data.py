@@ -34,11 +34,16 @@ class FaceSet:
         return len(self.images)
 
     def skipped_counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for s in self.skipped:
-            key = s["reason"].split(":")[0]
-            counts[key] = counts.get(key, 0) + 1
-        return counts
+        return count_reasons(self.skipped)
+
+
+def count_reasons(skipped: list[dict]) -> dict[str, int]:
+    """{reason kind (text before ':'): count} of skipped items."""
+    counts: dict[str, int] = {}
+    for s in skipped:
+        key = s["reason"].split(":")[0]
+        counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def read_index(faces_dir: str | Path) -> tuple[list[dict], dict]:
@@ -125,10 +130,7 @@ def build_face_set(faces_dir: str | Path, captions_file: str | Path | None, crop
 
 
 def _reasons(skipped: list[dict]) -> str:
-    counts: dict[str, int] = {}
-    for s in skipped:
-        counts[s["reason"].split(":")[0]] = counts.get(s["reason"].split(":")[0], 0) + 1
-    return ", ".join(f"{k} x{v}" for k, v in counts.items()) or "none listed"
+    return ", ".join(f"{k} x{v}" for k, v in count_reasons(skipped).items()) or "none listed"
 
 
 class FaceDataset(torch.utils.data.Dataset):

@@ -76,6 +76,11 @@ def make_accelerator(params: dict, cfg: TrainConfig):
     cpu = device == "cpu" or not torch.cuda.is_available()
     if cpu and cfg.mixed_precision == "fp16":
         raise InputError("params.yaml", f"mixed_precision fp16 needs a GPU; use 'no' or 'bf16' on CPU")
+    from accelerate.state import AcceleratorState
+
+    # the state is a process-wide singleton: let a second branch in one process pick its own precision
+    # (the distributed PartialState of `accelerate launch` is kept)
+    AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(mixed_precision=cfg.mixed_precision, cpu=cpu)
 
 
@@ -135,13 +140,17 @@ def finetune(branch: str, params: dict, paths: Paths | None = None, on_step: Cal
     cfg = branch_config(params, branch)
     terms = (IdentityObjective if branch == "identity" else DirectionalObjective).terms
     if not cfg.enabled:
-        return write_disabled(branch, paths, terms)
+        from accelerate import PartialState
+
+        return write_disabled(branch, paths, terms) if PartialState().is_main_process else {"branch": branch, "enabled": False}
     seed = int(params.get("seed", 0) if cfg.seed is None else cfg.seed)
     acc = make_accelerator(params, cfg)
     set_seed(seed)  # LoRA's gaussian init draws from the global generator
     face_set = build_face_set(paths.faces, paths.captions)
-    for s in face_set.skipped:
+    for s in face_set.skipped[:20]:
         acc.print(f"{STAGES[branch]}: skipped {s['image']}: {s['reason']}")
+    if len(face_set.skipped) > 20:
+        acc.print(f"{STAGES[branch]}: ... and {len(face_set.skipped) - 20} more skipped ({face_set.skipped_counts()})")
     dtype = weight_dtype(cfg)
     comps = load_components(paths.models, device=acc.device, dtype=torch.float32)
     if dtype != torch.float32:  # frozen models in the compute dtype; full fine-tuning keeps fp32 master weights

@@ -14,6 +14,7 @@ leaves at worst a hidden `.step-*.tmp` folder that is never read.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -215,26 +216,35 @@ def list_checkpoints(ckpt_dir: Path, fp: str) -> list[tuple[int, Path]]:
 
 
 def load_checkpoint(path: Path, unet, optimizer, lr_scheduler, ema, rank: int, scaler=None) -> list[dict]:
-    """Restore weights, optimizer, schedule, EMA and RNG states; return the curve so far."""
+    """Restore weights, optimizer, schedule, EMA and RNG states; return the curve so far.
+
+    Everything is read and checked before anything is applied, so a corrupt checkpoint leaves the
+    model untouched and the caller can fall back to an older one.
+    """
     from safetensors.torch import load_file
 
     state = load_file(str(path / "trainable.safetensors"))
-    params = dict(unet.named_parameters())
-    missing = [n for n in state if n not in params]
-    if missing or len(state) != sum(p.requires_grad for p in params.values()):
-        raise ValueError(f"trainable parameters do not match ({len(missing)} unknown)")
+    opt_state = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False)
+    sched_state = torch.load(path / "scheduler.pt", weights_only=False)
+    ema_state = torch.load(path / "ema.pt", weights_only=False) if ema is not None else None
+    scaler_file = path / "scaler.pt"
+    scaler_state = torch.load(scaler_file, weights_only=False) if scaler is not None and scaler_file.is_file() else None
+    rngs = torch.load(path / "rng.pt", weights_only=False)
+    curve = json.loads((path / "curve.json").read_text())
+    params = {n: p for n, p in unet.named_parameters() if p.requires_grad}
+    if set(state) != set(params) or any(state[n].shape != params[n].shape for n in params):
+        raise ValueError("trainable parameters do not match this model")
     with torch.no_grad():
         for n, t in state.items():
             params[n].copy_(t)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False))
-    lr_scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
-    if ema is not None:
-        ema.load_state_dict(torch.load(path / "ema.pt", weights_only=False))
-    if scaler is not None and (path / "scaler.pt").is_file():
-        scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=False))
-    rngs = torch.load(path / "rng.pt", weights_only=False)
+    optimizer.load_state_dict(opt_state)
+    lr_scheduler.load_state_dict(sched_state)
+    if ema_state is not None:
+        ema.load_state_dict(ema_state)
+    if scaler_state is not None:
+        scaler.load_state_dict(scaler_state)
     set_rng_states(rngs[rank] if rank < len(rngs) else rngs[0])
-    return json.loads((path / "curve.json").read_text())
+    return curve
 
 
 # --------------------------------------------------------------------------- the loop
@@ -323,9 +333,11 @@ def train(
         for k in range(cfg.grad_accum):
             micro = step * cfg.grad_accum + k
             batch = next(batches)
-            sync = acc.no_sync(model) if k < cfg.grad_accum - 1 and acc.num_processes > 1 else _null()
-            with sync, acc.autocast():
-                terms = objective(model, batch, step_generator(seed, micro, acc.process_index))
+            # no gradient all-reduce until the last micro-batch of the step
+            sync = acc.no_sync(model) if k < cfg.grad_accum - 1 and acc.num_processes > 1 else contextlib.nullcontext()
+            with sync:
+                with acc.autocast():
+                    terms = objective(model, batch, step_generator(seed, micro, acc.process_index))
                 acc.backward(terms["loss"] / cfg.grad_accum)
             for name, v in terms.items():
                 sums[name] = sums.get(name, 0) + v.detach().float() / cfg.grad_accum
@@ -362,11 +374,3 @@ def _checkpoint(acc, ckpt_dir, step, unet, optimizer, lr_scheduler, ema, curve, 
     if acc.is_main_process:
         save_checkpoint(ckpt_dir, step, unet, optimizer, lr_scheduler, ema, curve, fp, rngs, keep, acc.scaler)
     acc.wait_for_everyone()
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

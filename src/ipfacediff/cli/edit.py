@@ -1,0 +1,216 @@
+"""`ipfacediff edit` and `ipfacediff invert`: edit the face in any video with a text prompt.
+
+edit: read the video, track/align/crop the face (temporally smoothed), DDIM-invert the crops with
+the identity branch, edit them (IPFaceDiffPipeline), paste them back through a feathered face mask
+with the inverse transform, and write the result at the original size, fps and frame count with the
+audio kept, plus OUTPUT.json (with_suffix) holding the resolved configuration. Nothing is written
+unless everything succeeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+from ..errors import InputError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODELS = "models/base"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("edit", help="edit the face in a video with a text prompt (IP-FaceDiff)")
+    p.add_argument("input", help="video file (anything FFmpeg reads)")
+    p.add_argument("-p", "--prompt", required=True, help="the edit, e.g. 'a person with bangs, sunglasses and a French beard'")
+    p.add_argument("-o", "--output", required=True, help="output video (.mp4, .mov or .mkv); OUTPUT.json is written beside it")
+    p.add_argument("--method", default="ours", help="ours | no_id_guidance | no_directional | tokenflow | per_frame")
+    p.add_argument("--negative-prompt", default=None, help="default: params edit.negative_prompt")
+    p.add_argument("--guidance-scale", type=float, default=None, help="default: params edit.guidance_scale")
+    p.add_argument("--cache", default=None, help="keep (and reuse) the inversion cache at this path")
+    _common(p)
+    p.set_defaults(func=run_edit)
+
+    q = subparsers.add_parser("invert", help="DDIM-invert the face crops of a video into a cache (for `edit --cache`)")
+    q.add_argument("input", help="video file")
+    q.add_argument("--cache", required=True, help="cache file to write (.safetensors); a valid one is reused")
+    _common(q)
+    q.set_defaults(func=run_invert)
+
+
+def _common(p) -> None:
+    p.add_argument("--steps", type=int, default=None, help="DDIM steps for inversion and editing (default: params edit.steps)")
+    p.add_argument("--seed", type=int, default=None, help="keyframe sampling seed (default: params seed)")
+    p.add_argument("--device", default=None, help="cpu | cuda | auto (default: params device)")
+    p.add_argument("--face-index", type=int, default=None, help="which face: 0 = largest (default: params data.face_index)")
+    p.add_argument("--models", default=None, help=f"diffusers model folder (default: {DEFAULT_MODELS})")
+    p.add_argument("--branches", default=None, help="folder with identity/ and directional/ (default: MODELS/../branches)")
+    p.add_argument("--crop-size", type=int, default=None, help="face crop side in pixels (default: the model's resolution)")
+    p.add_argument("--source-prompt", default="", help="describes the original video (inversion / source prompt)")
+    p.add_argument("--params", default=None, help="parameters file for defaults (default: the project's params.yaml if present)")
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def _settings(args) -> dict:
+    """Resolved settings: explicit flags, else params.yaml, else the dataclass defaults."""
+    from ..config import PARAMS, load_params, section
+    from ..diffusion.models import ModelsConfig
+    from ..diffusion.pipeline import EditConfig
+
+    params_file = Path(args.params) if args.params else PARAMS
+    params = load_params(params_file) if (args.params or params_file.is_file()) else {}
+    edit = section(params, EditConfig, "edit") if "edit" in params else EditConfig()
+    data = params.get("data", {})
+    if args.steps is not None:
+        edit.steps = args.steps
+    if getattr(args, "negative_prompt", None) is not None:
+        edit.negative_prompt = args.negative_prompt
+    if getattr(args, "guidance_scale", None) is not None:
+        edit.guidance_scale = args.guidance_scale
+    edit.__post_init__()  # re-validate after overrides
+    models = Path(args.models or (Path(params_file).parent / DEFAULT_MODELS if params else DEFAULT_MODELS))
+    branches = Path(args.branches) if args.branches else models.parent / "branches"
+    face_index = data.get("face_index", 0) if args.face_index is None else args.face_index
+    if face_index < 0:
+        raise InputError(None, f"--face-index must be >= 0, got {face_index}")
+    return {
+        "params_file": str(params_file) if params else None, "profile": params.get("profile"), "edit": edit,
+        "models": models, "branches": branches,
+        "dtype": section(params, ModelsConfig, "models").dtype if "models" in params else "float32",
+        "device": args.device or params.get("device", "cpu"),
+        "seed": int(params.get("seed", 0)) if args.seed is None else args.seed,
+        "face_index": int(face_index), "min_face_px": float(data.get("min_face_px", 0.0)),
+        "smooth_sigma": float(data.get("smooth_sigma", 2.0)), "crop_scale": float(data.get("crop_scale", 1.0)),
+    }
+
+
+def _check_paths(src: Path, dst: Path | None = None) -> None:
+    from ..video import VIDEO_SUFFIXES
+
+    if not src.is_file():
+        raise InputError(src, "input video not found")
+    if dst is None:
+        return
+    if dst.suffix.lower() not in VIDEO_SUFFIXES:
+        raise InputError(dst, f"output must end in one of {', '.join(sorted(VIDEO_SUFFIXES))}")
+    same = dst.resolve() == src.resolve() or (dst.exists() and os.path.samefile(dst, src))
+    if same or dst.with_suffix(".json").resolve() == src.resolve():
+        raise InputError(dst, "output path is the input video; refusing to overwrite the input")
+
+
+def _load(s: dict, used_branches: set[str]):
+    """Components on the device in the dtype (float32 on CPU), and the branches the run uses."""
+    from ..diffusion.branches import load_branches
+    from ..diffusion.models import load_components, resolve_device
+
+    device = resolve_device(s["device"])
+    dtype = s["dtype"] if device.type != "cpu" else "float32"  # half precision is slow or unsupported on CPU
+    comps = load_components(s["models"], device, dtype)
+    paths = {b: s["branches"] / b for b in sorted(used_branches)}
+    branches = load_branches(comps.unet, {b: p if p.exists() else None for b, p in paths.items()})
+    if comps.info.get("weights") == "random":
+        from ..diffusion.pipeline import RANDOM_WEIGHTS_NOTE
+
+        log.warning("%s: %s", s["models"], RANDOM_WEIGHTS_NOTE)
+    return comps, branches
+
+
+# --------------------------------------------------------------------------- face crops
+
+
+def face_crops(path: Path, s: dict, crop_size: int):
+    """(track, crops (N, S, S, 3) uint8, video facts): the tracked face aligned in every frame."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from ..face import crop, track_video
+    from ..video import iter_frames, probe
+
+    info = probe(path)
+    track = track_video(iter_frames(path), face_index=s["face_index"], min_face_px=s["min_face_px"], crop_size=crop_size,
+                        scale=s["crop_scale"], sigma=s["smooth_sigma"], path=path, progress=True)
+    crops = np.stack([crop(f, track.smoothed[i], crop_size)
+                      for i, f in enumerate(tqdm(iter_frames(path), total=info.n_frames, desc="crop faces", unit="frame", leave=False))])
+    if len(crops) != track.n_frames:
+        raise InputError(path, f"decoded {len(crops)} frames, tracked {track.n_frames}")
+    return track, crops, info
+
+
+def _crop_size(args, comps) -> int:
+    size = args.crop_size or comps.unet.config.sample_size * comps.vae_scale
+    if size < 8 or size % comps.vae_scale:
+        raise InputError(None, f"--crop-size must be a positive multiple of {comps.vae_scale}, got {size}")
+    return int(size)
+
+
+def _invert(comps, branches, crops, cache_path: Path, s: dict, source_prompt: str):
+    from ..diffusion.inversion import InversionCache, invert_video
+
+    invert_video(comps, branches, crops, cache_path, source_prompt, s["edit"].steps, s["edit"].batch_size, progress=True)
+    return InversionCache(cache_path)
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+def run_invert(args) -> int:
+    s = _settings(args)
+    src, cache = Path(args.input), Path(args.cache)
+    _check_paths(src)
+    if cache.suffix != ".safetensors":
+        raise InputError(cache, "cache file must end in .safetensors")
+    comps, branches = _load(s, {"identity"})
+    track, crops, info = face_crops(src, s, _crop_size(args, comps))
+    c = _invert(comps, branches, crops, cache, s, args.source_prompt)
+    print(f"invert: {info.n_frames} frames of {src} ({crops.shape[1]}px face crops, {c.steps} steps) -> {cache}")
+    return 0
+
+
+def run_edit(args) -> int:
+    import tempfile
+    import time
+
+    import torch
+    from tqdm import tqdm
+
+    from ..diffusion.methods import get_method
+    from ..diffusion.pipeline import IPFaceDiffPipeline, models_record, write_edit
+    from ..face import face_mask, paste_back
+    from ..video import iter_frames
+
+    if not args.prompt.strip():
+        raise InputError(None, "empty prompt: say what the edit should be, e.g. -p 'a person wearing glasses'")
+    src, dst = Path(args.input), Path(args.output)
+    _check_paths(src, dst)
+    method = get_method(args.method)
+    s = _settings(args)
+    t0 = time.perf_counter()
+    comps, branches = _load(s, {"identity"} | ({method.edit_branch} - {"base"}))
+    size = _crop_size(args, comps)
+    track, crops, info = face_crops(src, s, size)
+    with tempfile.TemporaryDirectory(prefix="ipfacediff-") as tmp:
+        cache = _invert(comps, branches, crops, Path(args.cache) if args.cache else Path(tmp) / "inversion.safetensors", s, args.source_prompt)
+        pipe = IPFaceDiffPipeline(comps, branches, s["edit"], progress=True)
+        out = pipe(args.prompt, cache, generator=torch.Generator().manual_seed(s["seed"]), method=method.name)
+    del crops
+    mask = face_mask(size)
+    frames = (paste_back(f, out.frames[i], track.smoothed[i], mask)
+              for i, f in enumerate(tqdm(iter_frames(src), total=info.n_frames, desc="paste back", unit="frame", leave=False)))
+    record = {
+        "input": info.to_dict(), "prompt": args.prompt, "method": method.name, "seed": s["seed"], "profile": s["profile"],
+        "params_file": s["params_file"], "config": {**{k: v for k, v in asdict(s["edit"]).items() if k not in ("methods", "prompts")}, "crop_size": size, "face_index": s["face_index"],
+                                                     "smooth_sigma": s["smooth_sigma"], "crop_scale": s["crop_scale"],
+                                                     "source_prompt": args.source_prompt},
+        "models": models_record(comps, branches, s["models"]), "edit": out.info,
+        "face": {"frames_detected": track.n_detected, "frames_interpolated": track.n_interpolated, "jitter_px": track.jitter()},
+    }
+    result = write_edit(dst, frames, info.fps, record, audio_from=src)
+    if result.n_frames != info.n_frames:  # cannot happen unless the input changed under us
+        raise InputError(src, f"wrote {result.n_frames} frames, the input has {info.n_frames}")
+    print(f"edit [{method.name}]: {info.n_frames} frames at {info.fps_str} fps, {info.width}x{info.height}, "
+          f"audio {result.audio} -> {dst} ({time.perf_counter() - t0:.1f} s)")
+    return 0

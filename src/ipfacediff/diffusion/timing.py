@@ -1,0 +1,204 @@
+"""Wall time and peak memory of inversion and editing against video length (paper Table 2).
+
+`time_video` runs the real inversion (`invert_video`) and the real editor (`IPFaceDiffPipeline`) on a
+clip extended to the requested length and measures each phase: wall seconds and peak memory, CUDA
+(`torch.cuda.max_memory_allocated`) on a GPU, process RSS sampled by a background thread on the CPU
+(peak above the RSS before the phase, and absolute). The `timing` stage and
+benchmarks/edit_speed.py are thin wrappers over this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .branches import BranchSet
+from .inversion import InversionCache, invert_video
+from .models import Components
+
+MB = 1024 * 1024
+
+
+@dataclass
+class TimingConfig:
+    """params `timing:` section."""
+
+    frames: list[int] = field(default_factory=lambda: [8, 16, 24])
+    video: str | None = None  # prepped video id to extend; None -> the first one
+    method: str = "ours"
+    prompt: str = "a person wearing glasses"
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def rss_bytes() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+@dataclass
+class Measure:
+    seconds: float = 0.0
+    peak_mb: float = 0.0  # peak above the level before the block (what the block itself needed)
+    peak_abs_mb: float = 0.0  # absolute peak (process RSS, or all CUDA allocations)
+    kind: str = "cpu_rss"
+
+
+@contextlib.contextmanager
+def measure(device: torch.device, interval_s: float = 0.005) -> Iterator[Measure]:
+    """Wall time and peak memory of the block (CUDA allocator on a GPU, sampled RSS on the CPU)."""
+    m = Measure()
+    if device.type == "cuda":
+        m.kind = "cuda_max_memory_allocated"
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        t0 = time.perf_counter()
+        yield m
+        torch.cuda.synchronize(device)
+        m.seconds = time.perf_counter() - t0
+        peak = torch.cuda.max_memory_allocated(device)
+        m.peak_mb, m.peak_abs_mb = (peak - base) / MB, peak / MB
+        return
+    base = rss_bytes()
+    peak = [base]
+    stop = threading.Event()
+
+    def sample() -> None:  # torch releases the GIL in its kernels, so this thread keeps sampling
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss_bytes())
+            stop.wait(interval_s)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    t0 = time.perf_counter()
+    try:
+        yield m
+    finally:
+        m.seconds = time.perf_counter() - t0
+        stop.set()
+        thread.join()
+        peak[0] = max(peak[0], rss_bytes())
+        m.peak_mb, m.peak_abs_mb = (peak[0] - base) / MB, peak[0] / MB
+
+
+def hardware_info(device: torch.device) -> dict:
+    info = {
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1m": round(os.getloadavg()[0], 2),  # other work on the machine skews CPU timings
+        "torch": torch.__version__,
+        "device": str(device),
+    }
+    try:
+        import diffusers
+
+        info["diffusers"] = diffusers.__version__
+    except ImportError:
+        pass
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(gpu=props.name, gpu_memory_gb=round(props.total_memory / 1024**3, 1), cuda=torch.version.cuda)
+    return info
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+# --------------------------------------------------------------------------- workload
+
+
+def extend_frames(frames: np.ndarray, n: int) -> np.ndarray:
+    """`n` frames from a clip played forwards then backwards (ping-pong: no jump cut), repeated."""
+    if len(frames) == 0:
+        raise ValueError("no frames to extend")
+    cycle = np.concatenate([np.arange(len(frames)), np.arange(len(frames) - 2, 0, -1)]) if len(frames) > 1 else np.zeros(1, int)
+    return frames[cycle[np.arange(n) % len(cycle)]]
+
+
+def synthetic_frames(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """Smooth moving colour fields (deterministic); compute time does not depend on content."""
+    g = np.random.default_rng(seed)
+    base = g.uniform(0, 255, (4, 4, 3))
+    import cv2
+
+    big = cv2.resize(base.astype(np.float32), (size * 2, size * 2), interpolation=cv2.INTER_CUBIC)
+    out = np.empty((n, size, size, 3), np.uint8)
+    for i in range(n):
+        off = int(size * 0.5 * (1 + np.sin(i / 8.0)))
+        out[i] = np.clip(big[off : off + size, off : off + size], 0, 255).astype(np.uint8)
+    return out
+
+
+def time_video(
+    components: Components,
+    branches: BranchSet,
+    frames: np.ndarray,
+    edit_config,
+    invert_steps: int,
+    prompt: str = "a person wearing glasses",
+    method: str = "ours",
+    fps: float = 10.0,
+    seed: int = 0,
+    invert_batch_size: int = 8,
+    workdir: str | Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """One row of the timing table: invert + edit `frames` (uint8 NHWC) and measure both phases."""
+    from .pipeline import IPFaceDiffPipeline
+
+    device = components.device
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        cache_path = Path(tmp) / "timing.safetensors"
+        with measure(device) as inv:
+            invert_video(components, branches, frames, cache_path, "", invert_steps, invert_batch_size, progress=progress)
+        pipe = IPFaceDiffPipeline(components, branches, edit_config, progress=progress)
+        with measure(device) as edit:
+            out = pipe(prompt, InversionCache(cache_path), generator=torch.Generator().manual_seed(seed), method=method)
+    assert out.frames is not None and len(out.frames) == len(frames)
+    n = len(frames)
+    return {
+        "frames": n,
+        "seconds_video": round(n / fps, 3),
+        "invert_s": round(inv.seconds, 3),
+        "edit_s": round(edit.seconds, 3),
+        "total_s": round(inv.seconds + edit.seconds, 3),
+        "per_frame_s": round((inv.seconds + edit.seconds) / n, 4),
+        "peak_mem_mb": round(max(inv.peak_mb, edit.peak_mb), 1),
+        "invert_peak_mb": round(inv.peak_mb, 1),
+        "edit_peak_mb": round(edit.peak_mb, 1),
+        "peak_abs_mb": round(max(inv.peak_abs_mb, edit.peak_abs_mb), 1),
+        "memory_kind": inv.kind,
+    }
+
+
+def timing_table(components, branches, clip: np.ndarray, lengths: list[int], edit_config, invert_steps: int, warmup: bool = True, **kw) -> list[dict]:
+    """`time_video` for each length (the clip extended by ping-pong), shortest first.
+
+    A discarded 2-frame, 1-step run first keeps one-off costs (lazy initialisation, kernel selection,
+    allocator growth) out of the first row.
+    """
+    import dataclasses
+
+    if warmup:
+        time_video(components, branches, extend_frames(clip, 2), dataclasses.replace(edit_config, steps=1), 1, **{**kw, "progress": False})
+    return [time_video(components, branches, extend_frames(clip, n), edit_config, invert_steps, **kw) for n in sorted(lengths)]

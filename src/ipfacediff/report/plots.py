@@ -1,0 +1,86 @@
+"""Report plots (PNG) and their data as CSV for `dvc plots`: time against frames, and per-frame
+identity similarity to the original over time, one line per method."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..fsio import atomic_path
+from ..metrics.evaluate import method_order
+from ..metrics.outputs import write_csv
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def time_vs_frames(timing: dict | None, paper: dict, out_dir: Path, subtitle: str) -> list[Path]:
+    """Left: this run's invert/edit/total seconds against frames. Right: the paper's minutes."""
+    plt = _pyplot()
+    rows = (timing or {}).get("rows", [])
+    data = [{"series": f"this run: {k}", "frames": r["frames"], "seconds": r[f"{k}_s"]}
+            for r in rows for k in ("invert", "edit", "total") if r.get(f"{k}_s") is not None]
+    p2 = paper["table2_time"]
+    data += [{"series": f"paper ({p2['hardware']}): {m}", "frames": r["frames"], "seconds": r[m] * 60.0}
+             for r in p2["rows"] for m in ("ours", "dva", "stit", "ltfe")]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for series in dict.fromkeys(d["series"] for d in data):
+        pts = sorted((d["frames"], d["seconds"]) for d in data if d["series"] == series)
+        ax = axes[0] if series.startswith("this run") else axes[1]
+        scale = 1.0 if ax is axes[0] else 1 / 60.0
+        ax.plot([p[0] for p in pts], [p[1] * scale for p in pts], marker="o", label=series.split(": ", 1)[1])
+    axes[0].set(title="this run" + ("" if rows else " (no timing output)"), xlabel="frames", ylabel="seconds")
+    axes[1].set(title=f"paper ({p2['hardware']})", xlabel="frames", ylabel="minutes")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.suptitle(subtitle, fontsize=9)
+    png, csv = out_dir / "time_vs_frames.png", out_dir / "time_vs_frames.csv"
+    _save(fig, png)
+    write_csv(csv, data, ["series", "frames", "seconds"])
+    return [png, csv]
+
+
+def identity_over_time(frames: list[dict], recognizer: str, out_dir: Path, subtitle: str) -> list[Path]:
+    """Mean (over a method's edited videos) cosine similarity of each edited frame to the original
+    frame at the same time, against time, for one recogniser."""
+    plt = _pyplot()
+    rows = [f for f in frames if f["recognizer"] == recognizer]
+    methods = method_order(list(dict.fromkeys(f["method"] for f in rows)))
+    data = []
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for m in methods:
+        by_t: dict[float, list[float]] = {}
+        for f in rows:
+            if f["method"] == m:
+                by_t.setdefault(round(float(f["time_s"]), 6), []).append(float(f["similarity"]))
+        ts = sorted(by_t)
+        ys = [float(np.mean(by_t[t])) for t in ts]
+        data += [{"method": m, "time_s": t, "similarity": round(y, 6), "videos": len(by_t[t])} for t, y in zip(ts, ys)]
+        ax.plot(ts, ys, marker=".", label=m)
+    ax.set(xlabel="time (s)", ylabel=f"cosine similarity to original ({recognizer})",
+           title="identity over time" + ("" if rows else " (no frames)"))
+    ax.grid(alpha=0.3)
+    if methods:
+        ax.legend(fontsize=8)
+    fig.suptitle(subtitle, fontsize=9)
+    png, csv = out_dir / "identity_over_time.png", out_dir / "identity_over_time.csv"
+    _save(fig, png)
+    write_csv(csv, data, ["method", "time_s", "similarity", "videos"])
+    return [png, csv]
