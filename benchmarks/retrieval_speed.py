@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import platform
 import sys
@@ -74,7 +73,8 @@ def main() -> int:
     blas = (cfg.get("Build Dependencies", {}).get("blas", {}) or {}).get("name", "unknown") if cfg else "unknown"
     report = {
         "what": "ranks of the original among a random 35k-entry gallery, ipfacediff.metrics.retrieval.retrieval_ranks",
-        "hardware": {"cpu": _cpu_name(), "cores": os.cpu_count(), "machine": platform.machine()},
+        "hardware": {"cpu": _cpu_name(), "cores": os.cpu_count(), "machine": platform.machine(),
+                     "load_average_1m": round(os.getloadavg()[0], 2)},  # other work on the machine slows it
         "software": {"python": platform.python_version(), "numpy": np.__version__, "blas": blas},
         "results": results,
     }

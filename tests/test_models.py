@@ -67,6 +67,26 @@ def test_tiny_has_sd21_structure_and_schedule(comps):
     assert info["weights"] == "random" and len(info["sha256"]["combined"]) == 64
 
 
+def test_latent_calibration_keeps_decoding(comps):
+    import copy
+
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(3)
+    vae = AutoencoderKL(**M.tiny_vae_config()).eval()
+    calibrated = copy.deepcopy(vae)
+    c = M.calibrate_latent_scale(calibrated, 64, seed=0)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 64, 64, generator=g) * 2 - 1
+    with torch.no_grad():
+        z, zc = vae.encode(x).latent_dist.mean, calibrated.encode(x).latent_dist.mean
+        assert torch.allclose(zc, c * z, rtol=1e-4, atol=1e-5)
+        assert torch.allclose(calibrated.decode(zc).sample, vae.decode(z).sample, atol=1e-4)
+    # the built model's scaled latents are near unit std (as SD's trained VAE gives), not ~0.05
+    frames = torch.randint(0, 256, (4, 64, 64, 3), dtype=torch.uint8, generator=g)
+    assert 0.3 < float(M.encode_images(comps, M.uint8_to_tensor(frames)).std()) < 3
+
+
 def test_build_is_deterministic(tiny_dir, tmp_path):
     again = M.build_tiny(tmp_path / "b", seed=0)
     assert again["sha256"] == json.loads((tiny_dir / M.INFO_FILE).read_text())["sha256"]

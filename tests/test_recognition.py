@@ -152,11 +152,18 @@ def test_derived_templates_reproduce(media_dir):
             yield read_image(p)
         for p in sorted((media_dir / "videos").iterdir()):
             for i, frame in enumerate(iter_frames(p)):
-                if i % 30 == 0:
+                if i % 45 == 0:
                     yield frame
 
-    d = derive_templates(images())
-    assert d["n_faces"] >= 25
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # MTCNN's small convs: one thread is as fast, and immune to a busy machine
+    try:
+        d = derive_templates(images())
+    finally:
+        torch.set_num_threads(threads)
+    assert d["n_faces"] >= 18
     assert np.abs(d["DLIB_CHIP_150"] - DLIB_CHIP_150).max() < 3.0
     assert np.abs(d["BOX_UNIT"] - BOX_UNIT).max() < 0.03
     assert abs(float(d["BOX_ASPECT"]) - BOX_ASPECT) < 0.05

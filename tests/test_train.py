@@ -366,3 +366,29 @@ def test_stage_cli_reports_bad_input_in_one_line(tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("finetune_id: error:") and "missing_faces" in last
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_two_process_run_under_torchrun(models, tmp_path):
+    """`accelerate launch`-style multi-process run (2 CPU processes, gloo): DDP, no_sync accumulation,
+    per-rank batch slices, RNG states of both ranks in the checkpoint, one set of outputs."""
+    import os
+
+    import yaml
+
+    faces, caps = write_faces(tmp_path, n=6)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(params_for("directional", batch_size=4, grad_accum=2, steps=2)))
+    out, ckpt, curve = tmp_path / "out", tmp_path / "ckpt", tmp_path / "curve.tsv"
+    torchrun = Path(sys.executable).parent / "torchrun"
+    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", str(ROOT / "stages" / "finetune_dir.py"), "--params", str(params),
+                           "--faces", str(faces), "--captions", str(caps), "--models", str(models["base"]), "--clip", str(models["clip"]),
+                           "--out", str(out), "--checkpoints", str(ckpt), "--curve", str(curve)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600,
+                          env={**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("finetune_dir [test]: 2 steps") == 1  # the main process reports
+    assert (out / "pytorch_lora_weights.safetensors").is_file()
+    assert [l.split("\t")[0] for l in curve.read_text().splitlines()] == ["step", "1", "2"]
+    rngs = torch.load(ckpt / "step-0000002" / "rng.pt", weights_only=False)
+    assert len(rngs) == 2 and all({"python", "numpy", "torch"} <= set(r) for r in rngs)  # one entry per process

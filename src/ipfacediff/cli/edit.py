@@ -122,22 +122,29 @@ def _load(s: dict, used_branches: set[str]):
 # --------------------------------------------------------------------------- face crops
 
 
-def face_crops(path: Path, s: dict, crop_size: int):
-    """(track, crops (N, S, S, 3) uint8, video facts): the tracked face aligned in every frame."""
-    import numpy as np
+def face_crops(path: Path, s: dict, crop_size: int, folder: Path):
+    """(track, crops, video facts): the tracked face aligned in every frame, written as PNGs to
+    `folder` and read back lazily by batch (memory stays bounded whatever the video length)."""
     from tqdm import tqdm
 
+    from ..diffusion.inversion import CropFrames
     from ..face import crop, track_video
+    from ..face.prep import write_png
     from ..video import iter_frames, probe
 
     info = probe(path)
     track = track_video(iter_frames(path), face_index=s["face_index"], min_face_px=s["min_face_px"], crop_size=crop_size,
                         scale=s["crop_scale"], sigma=s["smooth_sigma"], path=path, progress=True)
-    crops = np.stack([crop(f, track.smoothed[i], crop_size)
-                      for i, f in enumerate(tqdm(iter_frames(path), total=info.n_frames, desc="crop faces", unit="frame", leave=False))])
-    if len(crops) != track.n_frames:
-        raise InputError(path, f"decoded {len(crops)} frames, tracked {track.n_frames}")
-    return track, crops, info
+    folder.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for i, f in enumerate(tqdm(iter_frames(path), total=info.n_frames, desc="crop faces", unit="frame", leave=False)):
+        if i >= track.n_frames:
+            break
+        write_png(folder / f"{i:06d}.png", crop(f, track.smoothed[i], crop_size))
+        n += 1
+    if n != track.n_frames:
+        raise InputError(path, f"decoded {n} frames, tracked {track.n_frames}")
+    return track, CropFrames(folder), info
 
 
 def _crop_size(args, comps) -> int:
@@ -158,15 +165,18 @@ def _invert(comps, branches, crops, cache_path: Path, s: dict, source_prompt: st
 
 
 def run_invert(args) -> int:
+    import tempfile
+
     s = _settings(args)
     src, cache = Path(args.input), Path(args.cache)
     _check_paths(src)
     if cache.suffix != ".safetensors":
         raise InputError(cache, "cache file must end in .safetensors")
     comps, branches = _load(s, {"identity"})
-    track, crops, info = face_crops(src, s, _crop_size(args, comps))
-    c = _invert(comps, branches, crops, cache, s, args.source_prompt)
-    print(f"invert: {info.n_frames} frames of {src} ({crops.shape[1]}px face crops, {c.steps} steps) -> {cache}")
+    with tempfile.TemporaryDirectory(prefix="ipfacediff-") as tmp:
+        track, crops, info = face_crops(src, s, _crop_size(args, comps), Path(tmp) / "crops")
+        c = _invert(comps, branches, crops, cache, s, args.source_prompt)
+    print(f"invert: {info.n_frames} frames of {src} ({_crop_size(args, comps)}px face crops, {c.steps} steps) -> {cache}")
     return 0
 
 
@@ -191,26 +201,25 @@ def run_edit(args) -> int:
     t0 = time.perf_counter()
     comps, branches = _load(s, {"identity"} | ({method.edit_branch} - {"base"}))
     size = _crop_size(args, comps)
-    track, crops, info = face_crops(src, s, size)
     with tempfile.TemporaryDirectory(prefix="ipfacediff-") as tmp:
+        track, crops, info = face_crops(src, s, size, Path(tmp) / "crops")
         cache = _invert(comps, branches, crops, Path(args.cache) if args.cache else Path(tmp) / "inversion.safetensors", s, args.source_prompt)
         pipe = IPFaceDiffPipeline(comps, branches, s["edit"], progress=True)
-        out = pipe(args.prompt, cache, generator=torch.Generator().manual_seed(s["seed"]), method=method.name)
-    del crops
+        out = pipe(args.prompt, cache, generator=torch.Generator().manual_seed(s["seed"]), method=method.name, output_type="latent")
     mask = face_mask(size)
-    frames = (paste_back(f, out.frames[i], track.smoothed[i], mask)
-              for i, f in enumerate(tqdm(iter_frames(src), total=info.n_frames, desc="paste back", unit="frame", leave=False)))
+    originals = tqdm(iter_frames(src), total=info.n_frames, desc="paste back", unit="frame", leave=False)
+    # decoded one VAE batch at a time; strict: a frame-count mismatch aborts the (atomic) write
+    frames = (paste_back(f, e, M, mask) for f, e, M in zip(originals, pipe.decode(out.latents), track.smoothed, strict=True))
     record = {
         "input": info.to_dict(), "prompt": args.prompt, "method": method.name, "seed": s["seed"], "profile": s["profile"],
-        "params_file": s["params_file"], "config": {**{k: v for k, v in asdict(s["edit"]).items() if k not in ("methods", "prompts")}, "crop_size": size, "face_index": s["face_index"],
-                                                     "smooth_sigma": s["smooth_sigma"], "crop_scale": s["crop_scale"],
-                                                     "source_prompt": args.source_prompt},
+        "params_file": s["params_file"],
+        "config": {**{k: v for k, v in asdict(s["edit"]).items() if k not in ("methods", "prompts")}, "crop_size": size,
+                   "face_index": s["face_index"], "smooth_sigma": s["smooth_sigma"], "crop_scale": s["crop_scale"],
+                   "source_prompt": args.source_prompt},
         "models": models_record(comps, branches, s["models"]), "edit": out.info,
         "face": {"frames_detected": track.n_detected, "frames_interpolated": track.n_interpolated, "jitter_px": track.jitter()},
     }
     result = write_edit(dst, frames, info.fps, record, audio_from=src)
-    if result.n_frames != info.n_frames:  # cannot happen unless the input changed under us
-        raise InputError(src, f"wrote {result.n_frames} frames, the input has {info.n_frames}")
-    print(f"edit [{method.name}]: {info.n_frames} frames at {info.fps_str} fps, {info.width}x{info.height}, "
+    print(f"edit [{method.name}]: {result.n_frames} frames at {info.fps_str} fps, {info.width}x{info.height}, "
           f"audio {result.audio} -> {dst} ({time.perf_counter() - t0:.1f} s)")
     return 0

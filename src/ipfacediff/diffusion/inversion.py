@@ -274,7 +274,8 @@ class InversionCache:
 
     def verify(self) -> bool:
         """Recompute the data hash (deep check against bit rot or partial writes)."""
-        offset = 8 + struct.unpack("<Q", self.path.open("rb").read(8))[0]
+        with self.path.open("rb") as f:
+            offset = 8 + struct.unpack("<Q", f.read(8))[0]
         return _data_sha256(self.path, offset, self.path.stat().st_size - offset) == self.data_sha256
 
 

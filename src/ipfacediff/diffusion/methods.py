@@ -154,8 +154,9 @@ def run_edit_stage(params: dict, method_name: str, prepped, inversions, models, 
                     continue
                 t0 = time.perf_counter()
                 result = pipe(prompt.target, cache, negative_prompt=cfg.negative_prompt, num_inference_steps=cfg.steps,
-                              guidance_scale=cfg.guidance_scale, generator=torch.Generator().manual_seed(seed), method=method.name)
-                write_edit(target, result.frames, as_fraction(meta["fps"]), {**record, "edit": result.info})
+                              guidance_scale=cfg.guidance_scale, generator=torch.Generator().manual_seed(seed), method=method.name,
+                              output_type="latent")
+                write_edit(target, pipe.decode(result.latents), as_fraction(meta["fps"]), {**record, "edit": result.info})
                 seconds = time.perf_counter() - t0
                 run.log({f"seconds/{prompt.id}/{vid}": seconds, f"edit_s/{prompt.id}/{vid}": result.info["timings_s"]["edit"]})
                 rows.append({**row, "status": "edited", "seconds": seconds})

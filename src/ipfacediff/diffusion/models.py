@@ -238,7 +238,9 @@ def _build(unet_cfg, vae_cfg, text_cfg, seed: int, tokenizer_dir: Path, dtype=to
     calibrate_latent_scale(vae, 64, seed)  # fully convolutional: 64 px calibrates any size
     comps = Components(unet, vae, text_encoder, tokenizer, make_scheduler())
     for m in (comps.unet, comps.vae, comps.text_encoder):
-        m.to(dtype).eval().requires_grad_(False)
+        if dtype != torch.float32:  # built in float32; diffusers warns on any .to(dtype) call
+            m.to(dtype)
+        m.eval().requires_grad_(False)
     return comps
 
 

@@ -20,9 +20,10 @@ keyframe per `keyframe_interval` frames), which joint attention needs at once by
 from __future__ import annotations
 
 import contextlib
-import logging
+import json
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -34,8 +35,6 @@ from .branches import BranchSet
 from .injection import injection_steps, install_resnet_hook, pnp_attention_layers
 from .methods import Method, get_method
 from .propagation import blend_plan, sample_keyframes
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -192,6 +191,7 @@ class IPFaceDiffPipeline:
 
         `source_prompt` is the prompt the source pass conditions on (default: the one the cache was
         inverted with). `generator` drives keyframe sampling (DDIM with eta 0 draws nothing else).
+        `output_type="latent"` skips decoding (then stream `self.decode(out.latents)` into a writer).
         """
         cfg = self.config
         m = get_method(method)
@@ -256,7 +256,7 @@ class IPFaceDiffPipeline:
 
         latents = x.cpu()
         t0 = time.perf_counter()
-        out_frames = None if output_type == "latent" else np.concatenate(list(self.decode(latents)))
+        out_frames = None if output_type == "latent" else np.stack(list(self.decode(latents)))
         info = {
             "method": asdict(m), "prompt": prompt, "prompt_truncated": dropped, "negative_prompt": negative_prompt,
             "source_prompt": source_prompt, "steps": steps, "guidance_scale": g, "timesteps": timesteps,
@@ -271,12 +271,13 @@ class IPFaceDiffPipeline:
         return EditOutput(latents, out_frames, info)
 
     def decode(self, latents: torch.Tensor) -> Iterator[np.ndarray]:
-        """uint8 frames (b, H, W, 3), decoded `batch_size` at a time (streamable into a writer)."""
+        """uint8 frames (H, W, 3) one by one, VAE-decoded `batch_size` at a time: stream them into a
+        writer and memory stays bounded whatever the video length."""
         from .models import decode_latents, tensor_to_uint8
 
         bs = self.config.batch_size
         for b in self._progress(range(0, len(latents), bs), "decode", unit="batch"):
-            yield tensor_to_uint8(decode_latents(self.components, latents[b : b + bs], batch_size=bs).cpu())
+            yield from tensor_to_uint8(decode_latents(self.components, latents[b : b + bs], batch_size=bs).cpu())
 
     def _source_of(self, branch: str) -> str:
         return "base" if branch == "base" else self.branches.sources.get(branch, "base")
@@ -314,9 +315,6 @@ def models_record(components, branches: BranchSet, models_dir=None) -> dict:
 
 def write_edit(video_path, frames, fps, record: dict, audio_from=None):
     """Write the edited video and its JSON record (same name, .json) atomically: both or neither."""
-    import json
-    from pathlib import Path
-
     from ..fsio import atomic_path
     from ..video import write_video
 

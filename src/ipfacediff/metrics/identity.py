@@ -258,6 +258,12 @@ def rank_in_gallery(gallery: Gallery, original_id: str, original_emb: np.ndarray
     return ranks, len(g)
 
 
+def _nanstd(xs: list[float]) -> float:
+    xs = np.asarray(xs, np.float64)
+    xs = xs[~np.isnan(xs)]
+    return float(np.std(xs)) if len(xs) else float("nan")
+
+
 def aggregate(results: list[PairResult]) -> dict:
     """Per method x recogniser: means over edited videos. Videos without a face anywhere are left out
     of the distance / TL / TG means (counted in `videos_no_face`) and are retrieval misses."""
@@ -272,7 +278,7 @@ def aggregate(results: list[PairResult]) -> dict:
         "videos": len(results),
         "videos_no_face": sum(np.isnan(r.cosine_distance) for r in results),
         "cosine_distance": nanmean(r.cosine_distance for r in results),
-        "cosine_distance_std": float(np.nanstd([r.cosine_distance for r in results])) if results else float("nan"),
+        "cosine_distance_std": _nanstd([r.cosine_distance for r in results]),
         "tl_id": nanmean(r.tl_id for r in results),
         "tg_id": nanmean(r.tg_id for r in results),
         "frames_no_face": sum(r.frames_no_face_edited for r in results),
@@ -280,8 +286,7 @@ def aggregate(results: list[PairResult]) -> dict:
         "frames_compared": sum(r.frames_compared for r in results),
     }
     if results and all(r.gallery_size is not None for r in results):
-        miss = np.iinfo(np.int64).max  # a video without a face never retrieves the original
-        rk = np.array([miss if r is None else r for r in ranks], np.float64)
+        rk = np.array([np.inf if r is None else r for r in ranks], np.float64)  # no face: never retrieved
         out |= {"r_at_1": recall_at_k(rk, 1), "mrr": mean_reciprocal_rank(rk),
                 "gallery_size": max(r.gallery_size for r in results)}
     return out

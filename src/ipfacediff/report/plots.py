@@ -51,10 +51,15 @@ def time_vs_frames(timing: dict | None, paper: dict, out_dir: Path, subtitle: st
         if ax.lines:
             ax.legend(fontsize=8)
     fig.suptitle(subtitle, fontsize=9)
-    png, csv = out_dir / "time_vs_frames.png", out_dir / "time_vs_frames.csv"
+    png = out_dir / "time_vs_frames.png"
     _save(fig, png)
-    write_csv(csv, data, ["series", "frames", "seconds"])
-    return [png, csv]
+    # wide CSVs, one column per curve, for `dvc plots` (x: frames)
+    keys = ["frames", "seconds_video", "invert_s", "edit_s", "total_s", "peak_mem_mb"]
+    write_csv(out_dir / "time_vs_frames.csv", [{k: r.get(k) for k in keys} for r in rows], keys)
+    write_csv(out_dir / "time_vs_frames_paper.csv",
+              [{"frames": r["frames"], **{f"{m}_min": r[m] for m in ("ours", "dva", "stit", "ltfe")}} for r in p2["rows"]],
+              ["frames", "ours_min", "dva_min", "stit_min", "ltfe_min"])
+    return [png, out_dir / "time_vs_frames.csv", out_dir / "time_vs_frames_paper.csv"]
 
 
 def identity_over_time(frames: list[dict], recognizer: str, out_dir: Path, subtitle: str) -> list[Path]:
@@ -82,5 +87,8 @@ def identity_over_time(frames: list[dict], recognizer: str, out_dir: Path, subti
     fig.suptitle(subtitle, fontsize=9)
     png, csv = out_dir / "identity_over_time.png", out_dir / "identity_over_time.csv"
     _save(fig, png)
-    write_csv(csv, data, ["method", "time_s", "similarity", "videos"])
+    # wide CSV for `dvc plots`: x = time_s, one column per method (empty where it has no frame then)
+    times = sorted({d["time_s"] for d in data})
+    wide = [{"time_s": t} | {d["method"]: d["similarity"] for d in data if d["time_s"] == t} for t in times]
+    write_csv(csv, wide, ["time_s", *methods])
     return [png, csv]

@@ -177,6 +177,18 @@ def _paper_cells(pv: dict | None, applicable: bool) -> list:
 
 
 # -------------------------------------------------------------------------------------- table 2
+HW_KEYS = ("gpu", "gpu_memory_gb", "cpu", "cpu_cores", "device", "torch_threads", "load_average_1m")
+
+
+def hardware_text(hw) -> str:
+    """The timing stage's hardware record in a few words (known keys first, empty ones dropped)."""
+    if isinstance(hw, str):
+        return hw
+    hw = {k: v for k, v in (hw or {}).items() if v not in (None, "")}
+    keys = [k for k in HW_KEYS if k in hw] or list(hw)
+    return ", ".join(f"{k.replace('_', ' ')} {hw[k]}" for k in keys) or "not recorded"
+
+
 def table2(timing: dict | None, paper: dict, prov: dict) -> Table:
     """Time vs video length: rung k of this run's ladder beside rung k of the paper's."""
     p2 = paper["table2_time"]
@@ -190,13 +202,14 @@ def table2(timing: dict | None, paper: dict, prov: dict) -> Table:
         rows.append([k + 1, r.get("frames"), r.get("seconds_video"), r.get("invert_s"), r.get("edit_s"), r.get("total_s"),
                      spf, r.get("peak_mem_mb"), p.get("frames"), p.get("seconds_video"), p.get("ours"), p.get("dva"),
                      p.get("stit"), p.get("ltfe"), pspf])
-    hw = (timing or {}).get("hardware")
-    hw_text = hw if isinstance(hw, str) else ", ".join(f"{k} {v}" for k, v in (hw or {}).items() if v not in (None, "")) \
-        or "not recorded"
+    hw_text = hardware_text((timing or {}).get("hardware"))
+    kinds = sorted({r["memory_kind"] for r in ours if r.get("memory_kind")})
+    memory = f"peak memory in MB ({', '.join(kinds)})" if kinds else "peak memory in MB"
     caption = (f"{caption_prefix(prov)} Time against video length. This run ({hw_text}): seconds for DDIM "
-               f"inversion, editing and both; peak memory in MB. Paper ({p2['hardware']}): minutes per video for "
+               f"inversion, editing and both; {memory}. Paper ({p2['hardware']}): minutes per video for "
                f"IP-FaceDiff and the baselines. Rung k of each ladder side by side"
-               + ("" if timing else "; this run's timing output is missing (timing stage not run)") + ".")
+               + ("" if timing else "; this run's timing output is missing (timing stage not run)") + "."
+               + (f" Timing note: {timing['note']}." if (timing or {}).get("note") else ""))
     notes = ["s/frame compares per-frame cost across different hardware and lengths; only the shape of the curve "
              "(the paper's is superlinear: 6 -> 98 min for 4x the frames) is comparable."]
     header = ["rung", "frames", "video s", "invert s", "edit s", "total s", "s/frame", "peak MB", "paper frames",

@@ -126,12 +126,22 @@ def build_objective(branch: str, cfg, components, face_set, paths: Paths, device
     return obj, info, list(clip.encoders)
 
 
+def load_base(models_dir: Path, device, dtype: torch.dtype, mode: str):
+    """Base components; frozen ones in the compute dtype, a fully fine-tuned UNet in fp32 (master weights)."""
+    from ..diffusion.models import load_components
+
+    comps = load_components(models_dir, device=device, dtype=torch.float32)
+    if dtype != torch.float32:
+        for m in (comps.vae, comps.text_encoder, *([comps.unet] if mode == "lora" else [])):
+            m.to(dtype)
+    return comps
+
+
 def finetune(branch: str, params: dict, paths: Paths | None = None, on_step: Callable[[int], None] | None = None) -> dict:
     """Train branch `branch` ("identity" | "directional") per params; returns the saved branch meta."""
     from accelerate.utils import set_seed
 
     from ..diffusion.branches import save_branch
-    from ..diffusion.models import load_components
     from ..tracking import start_run
     from .data import FaceDataset, build_face_set
     from .objectives import DirectionalObjective, IdentityObjective
@@ -152,10 +162,7 @@ def finetune(branch: str, params: dict, paths: Paths | None = None, on_step: Cal
     if len(face_set.skipped) > 20:
         acc.print(f"{STAGES[branch]}: ... and {len(face_set.skipped) - 20} more skipped ({face_set.skipped_counts()})")
     dtype = weight_dtype(cfg)
-    comps = load_components(paths.models, device=acc.device, dtype=torch.float32)
-    if dtype != torch.float32:  # frozen models in the compute dtype; full fine-tuning keeps fp32 master weights
-        for m in (comps.vae, comps.text_encoder, *([comps.unet] if cfg.mode == "lora" else [])):
-            m.to(dtype)
+    comps = load_base(paths.models, acc.device, dtype, cfg.mode)
     objective, loss_info, aux = build_objective(branch, cfg, comps, face_set, paths, acc.device, dtype)
     fp = fingerprint(cfg, {"branch": branch, "base": comps.model_hash, "data": data_hash(face_set), "seed": seed, **loss_info})
     prepare_unet(comps.unet, branch, cfg)
@@ -206,6 +213,10 @@ def stage_main(branch: str, argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"{STAGES[branch]}: error: {e}", file=sys.stderr)
         return 2
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return 0
     if meta.get("enabled") is False:
         print(f"{STAGES[branch]}: disabled; wrote an empty branch folder {paths.out} (the engine uses the base weights)")
     else:
