@@ -73,8 +73,9 @@ def main(argv=None) -> int:
             clip = CropFrames(args.crops)[:]
             if clip.shape[1] != size:
                 import cv2
+                import numpy as np
 
-                clip = __import__("numpy").stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in clip])
+                clip = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in clip])
             source = f"real clip {args.crops}, ping-pong extended"
         else:
             clip = synthetic_frames(max(args.frames), size, args.seed)

@@ -46,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"metrics_identity: error: {e}", file=sys.stderr)
         return 2
+    g = res["gallery"]
+    sizes = {k: v["size"] for k, v in g.items() if isinstance(v, dict) and "size" in v}
+    print(f"metrics_identity [{summary['profile']}] gallery: {sizes or 'none (no retrieval)'}"
+          + (f"; missing sources: {', '.join(g['missing_sources'])}" if g["missing_sources"] else ""))
     for method, by_rec in res["methods"].items():
         cells = [f"{r}: cos {_f(v['cosine_distance'])} R@1 {_f(v.get('r_at_1'))} MRR {_f(v.get('mrr'))}"
                  for r, v in by_rec.items() if r != "origin"]

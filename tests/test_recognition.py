@@ -218,8 +218,12 @@ def test_vggface_onnx_backend_feeds_bgr_unit_range(tmp_path):
     import torch
 
     class ChannelMeans(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("offset", torch.tensor([0.0, 0.0, 10.0]))
+
         def forward(self, x):  # NHWC
-            return x.mean(dim=(1, 2)) + torch.tensor([0.0, 0.0, 10.0])
+            return x.mean(dim=(1, 2)) + self.offset
 
     path = tmp_path / "vgg_face_weights.onnx"
     _export_onnx(ChannelMeans(), torch.zeros(1, 224, 224, 3), path)

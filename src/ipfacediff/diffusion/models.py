@@ -19,7 +19,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import logging
 import os
 import shutil
 import warnings
@@ -32,7 +31,6 @@ import torch
 from ..errors import InputError
 from ..fsio import atomic_dir, sha256_file, write_json
 
-log = logging.getLogger(__name__)
 
 INFO_FILE = "ipfacediff.json"
 SD_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")

@@ -27,6 +27,7 @@ class ClipScorer:
         self.description = f"CLIP at {clip_dir} ({self.weights} weights" + (
             f", {self.clip.info['spec']}" if self.clip.info.get("spec") else "") + ")"
         self._text: dict[str, np.ndarray] = {}
+        self._frames: dict[str, np.ndarray] = {}  # originals recur once per edit: embed them once
 
     def images(self, frames: np.ndarray) -> np.ndarray:
         """Unit CLIP image embeddings (N, P) of uint8 RGB frames."""
@@ -39,6 +40,11 @@ class ClipScorer:
                 out.append(self.clip.image_embeds(x.float().div(127.5).sub(1).to(self.device)).float().cpu().numpy())
         e = np.concatenate(out).astype(np.float64)
         return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+    def clip_images(self, clip: Clip) -> np.ndarray:
+        if clip.key not in self._frames:
+            self._frames[clip.key] = self.images(clip.frames)
+        return self._frames[clip.key]
 
     def text(self, prompt: str) -> np.ndarray:
         import torch
@@ -54,7 +60,7 @@ class ClipScorer:
         text_frame = 100.0 * np.maximum(e_edit @ self.text(target), 0.0)
         pairing = pair_by_time(original, edited)
         i_edit = pairing.edit_index
-        e_src = self.images(original.frames[pairing.source_index[i_edit]])
+        e_src = self.clip_images(original)[pairing.source_index[i_edit]]
         d_img = e_edit[i_edit] - e_src
         d_txt = self.text(target) - self.text(reference)
         norms = np.linalg.norm(d_img, axis=1) * np.linalg.norm(d_txt)

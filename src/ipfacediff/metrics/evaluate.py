@@ -28,7 +28,7 @@ class MetricsConfig:
     flow: str = "dis"
     raft_weights: str | None = None
     recognizer_weights: dict = field(default_factory=dict)
-    gallery: list[str] = field(default_factory=lambda: ["data/prepped"])
+    gallery: list[str] = field(default_factory=lambda: ["data/prepped", "data/media/stills"])
     gallery_cache: str | None = "data/gallery"
     clip: str | None = "models/clip"
     external_dir: str = "data/external_edits"
@@ -115,6 +115,8 @@ def run_identity(items: list[EditItem], originals: Originals, cfg: MetricsConfig
     specs = [s for s in cfg.gallery if Path(s).exists()]
     entries, dropped = gallery_entries(specs) if specs else ([], [])
     missing_specs = [s for s in cfg.gallery if not Path(s).exists()]
+    if missing_specs:
+        log.warning("gallery source(s) not found, left out of retrieval: %s", ", ".join(missing_specs))
     out = {"recognizers": [r.info() for r in recs], "methods": {}, "videos": [], "frames": [],
            "gallery": {"sources": cfg.gallery, "missing_sources": missing_specs, "duplicate_ids_dropped": dropped},
            "frame_stride": cfg.frame_stride}
