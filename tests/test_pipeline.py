@@ -108,6 +108,44 @@ def test_streaming_batch_size_does_not_change_the_edit(comps, caches):
     assert (a.latents - b.latents).abs().max().item() < 1e-8
 
 
+def test_propagated_attention_is_eq4_blend_of_keyframe_outputs_via_source_correspondences(comps, caches):
+    """End to end at one layer and step: every non-keyframe's self-attention output in the edit
+    pass equals the eq. 4 blend of its past/future keyframes' joint-attention outputs, gathered at
+    the tokens nearest (cosine) in the SOURCE pass's features; recomputed here from hooks."""
+    layer = "down_blocks.0.attentions.0.transformer_blocks.0.attn1"
+    seen, now = {}, {}
+    p = pipe(comps, batch_size=16)  # one propagation batch holds every non-keyframe
+    p.observer = lambda st, name, q, k: now.update(key=(st.step, st.mode, st.role))
+
+    def record(module, args, output):  # first batch of each pass; returns None: output untouched
+        seen.setdefault(now["key"], (args[0].clone(), output.clone()))
+
+    hook = comps.unet.get_submodule(layer).register_forward_hook(record)
+    try:
+        out = p(PROMPT, caches["blob"], generator=seeded(2))
+    finally:
+        hook.remove()
+    kf = out.info["keyframes"][0]
+    rest = [f for f in range(13) if f not in kf]
+    f_kf, _ = seen[(0, "keyframes", "source")]
+    _, a_kf = seen[(0, "keyframes", "edit")]
+    f_b, _ = seen[(0, "propagate", "source")]
+    _, o_b = seen[(0, "propagate", "edit")]
+    a_kf, o_b = a_kf.view(2, len(kf), *a_kf.shape[1:]), o_b.view(2, len(rest), *o_b.shape[1:])
+    unit = lambda t: t / t.norm(dim=-1, keepdim=True)  # noqa: E731
+    for b, f in enumerate(rest):
+        past = [k for k in kf if k < f]
+        future = [k for k in kf if k > f]
+        p_kf, n_kf = (past or future)[-1 if past else 0], (future or past)[0 if future else -1]
+        d_p, d_n = f - p_kf, n_kf - f
+        w_p, w_n = (1.0, 0.0) if p_kf == n_kf else (d_n / (d_p + d_n), d_p / (d_p + d_n))
+        i_p, i_n = kf.index(p_kf), kf.index(n_kf)
+        nn_p = (unit(f_b[b]) @ unit(f_kf[i_p]).T).argmax(-1)
+        nn_n = (unit(f_b[b]) @ unit(f_kf[i_n]).T).argmax(-1)
+        expect = w_p * a_kf[:, i_p, nn_p] + w_n * a_kf[:, i_n, nn_n]
+        assert torch.allclose(o_b[:, b], expect, atol=1e-10), f
+
+
 def test_methods_differ_and_record_their_branches(comps, caches):
     outs = {m: pipe(comps)(PROMPT, caches["blob"], method=m, generator=seeded()) for m in ("ours", "no_id_guidance", "per_frame")}
     assert not torch.allclose(outs["ours"].latents, outs["no_id_guidance"].latents)  # injection matters

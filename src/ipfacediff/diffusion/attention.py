@@ -81,7 +81,7 @@ class EditState:
     inject_qk: bool = False  # this step injects source q/k (first pnp_attn_t of the steps)
     inject_f: bool = False  # this step injects resblock features (first pnp_f_t)
     chunk: int = 4096  # queries per attention / nearest-neighbour call
-    keyframes: torch.Tensor | None = None  # frame indices of this step's keyframes
+    keyframes: torch.Tensor | None = None  # positions (in the edited clip) of this step's keyframes
     plan: BlendPlan | None = None  # eq. 4 plan of the current propagation batch
     qk: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     resnet: dict[str, torch.Tensor] = field(default_factory=dict)

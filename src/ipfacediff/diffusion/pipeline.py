@@ -187,7 +187,8 @@ class IPFaceDiffPipeline:
         source_prompt: str | None = None,
         output_type: str = "np",
     ) -> EditOutput:
-        """Edit `frames` (default: all) of the video whose inversion cache is `inversion`.
+        """Edit `frames` (default: all; a subset is edited as a clip of its own) of the video whose
+        inversion cache is `inversion`.
 
         `source_prompt` is the prompt the source pass conditions on (default: the one the cache was
         inverted with). `generator` drives keyframe sampling (DDIM with eta 0 draws nothing else).
@@ -203,8 +204,8 @@ class IPFaceDiffPipeline:
         device, dtype = unet.device, unet.dtype
 
         frame_idx = torch.arange(inversion.n_frames) if frames is None else torch.as_tensor(list(frames), dtype=torch.long)
-        if len(frame_idx) == 0:
-            raise InputError(getattr(inversion, "path", None), "no frames to edit")
+        if len(frame_idx) == 0 or bool((frame_idx[1:] <= frame_idx[:-1]).any()):
+            raise InputError(getattr(inversion, "path", None), "frames to edit must be a non-empty increasing list")
         N = len(frame_idx)
         cond, uncond, source, dropped = self.prompt_embeddings(prompt, negative_prompt, source_prompt)
 
