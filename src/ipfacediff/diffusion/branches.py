@@ -13,7 +13,6 @@ is how the "no fine-tuning" ablations are expressed.
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,18 +81,8 @@ class BranchSet:
     def use(self, name: str) -> Iterator[torch.nn.Module]:
         """Yield the UNet for branch `name` with its adapter (or no adapter) active."""
         unet = self.unets.get(name, self.base)
-        adapter = self.adapters.get(name)
-        has_adapters = bool(getattr(unet, "peft_config", None))
-        if adapter is not None:
-            unet.set_adapters([adapter])
-            unet.enable_adapters()
-        elif has_adapters:
-            unet.disable_adapters()
-        try:
-            yield unet
-        finally:
-            if has_adapters and adapter is None:
-                unet.enable_adapters()
+        _activate_adapter(unet, self.adapters.get(name))
+        yield unet
 
     def distinct_unets(self) -> list[torch.nn.Module]:
         """Every UNet module in use once (processors and hooks go on each)."""
@@ -101,6 +90,40 @@ class BranchSet:
         for unet in self.unets.values():
             seen.setdefault(id(unet), unet)
         return list(seen.values())
+
+
+def _lora_layers(unet: torch.nn.Module) -> list:
+    """The peft LoRA layers of `unet`, found once: switching walks this list, not every module."""
+    layers = getattr(unet, "_ipfacediff_lora_layers", None)
+    if layers is None or len(layers) == 0:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        layers = [m for m in unet.modules() if isinstance(m, BaseTunerLayer)]
+        unet._ipfacediff_lora_layers = layers
+    return layers
+
+
+def _activate_adapter(unet: torch.nn.Module, adapter: str | None) -> None:
+    """Make `adapter` the only active LoRA adapter of `unet` (None: all adapters off).
+
+    Does what diffusers' set_adapters/disable_adapters do, on a cached layer list, and nothing when the
+    layers are already in that state: the editor switches branches twice per frame batch.
+    """
+    if not getattr(unet, "peft_config", None):
+        return
+    layers = _lora_layers(unet)
+    probe = layers[0]
+    if adapter is None:
+        if probe.disable_adapters:
+            return
+        for layer in layers:
+            layer.enable_adapters(False)
+        return
+    if not probe.disable_adapters and list(probe.active_adapters) == [adapter]:
+        return
+    for layer in layers:
+        layer.set_adapter([adapter])
+        layer.enable_adapters(True)
 
 
 def load_branches(base_unet: torch.nn.Module, paths: dict[str, str | Path | None]) -> BranchSet:
@@ -123,12 +146,10 @@ def load_branches(base_unet: torch.nn.Module, paths: dict[str, str | Path | None
             branches.adapters[name] = name
             branches.sources[name] = f"lora:{path}"
         elif mode == "full":
-            unet = copy.deepcopy(base_unet)
             try:
-                full = type(base_unet).from_pretrained(str(path), torch_dtype=base_unet.dtype)
+                unet = type(base_unet).from_pretrained(str(path), torch_dtype=base_unet.dtype)
             except Exception as e:
                 raise InputError(path, f"cannot load full UNet branch: {e}") from e
-            unet.load_state_dict(full.state_dict())
             branches.unets[name] = unet.to(base_unet.device)
             branches.adapters[name] = None
             branches.sources[name] = f"full:{path}"
