@@ -55,3 +55,15 @@ def test_snakemake_dry_run_plans_every_stage(tmp_path):
     planned = set(re.findall(r"^(\w+)\s+\d+$", proc.stdout, flags=re.M))
     expected = {re.sub(r"\W", "_", s.name) for s in load_stages(ROOT / "dvc.yaml", ROOT / "params.yaml")}
     assert expected <= planned
+
+
+def test_parent_folder_deps_expand_to_the_outputs_inside_them():
+    from ipfacediff.dag import Stage, expand_parent_deps
+
+    stages = [
+        Stage("edit@a", "x", ["data/in"], ["data/edits/a"], []),
+        Stage("edit@b", "x", ["data/in"], ["data/edits/b"], []),
+        Stage("metrics", "y", ["data/edits", "data/in", "src/m.py"], ["out.json"], []),
+    ]
+    assert expand_parent_deps(stages)["metrics"] == ["data/edits/a", "data/edits/b", "data/in", "src/m.py"]
+    assert expand_parent_deps(stages)["edit@a"] == ["data/in"]

@@ -100,3 +100,21 @@ def load_stages(dvc_yaml: str | Path, params_yaml: str | Path) -> list[Stage]:
                 )
             )
     return stages
+
+
+def expand_parent_deps(stages: list[Stage]) -> dict[str, list[str]]:
+    """Each stage's deps, with a folder that only CONTAINS other stages' outputs replaced by them.
+
+    DVC links `data/edits` to the `data/edits/<method>` outputs of the edit matrix by path prefix;
+    Snakemake matches inputs to outputs exactly, so it needs the outputs spelled out.
+    """
+    outs = [o.rstrip("/") for st in stages for o in st.outs]
+    expanded = {}
+    for st in stages:
+        deps = []
+        for dep in st.deps:
+            d = dep.rstrip("/")
+            inside = [o for o in outs if o.startswith(d + "/")]
+            deps.extend(inside if inside and d not in outs else [dep])
+        expanded[st.name] = deps
+    return expanded
