@@ -8,6 +8,7 @@ Writes data/inversions/<vid>.safetensors (reused when still valid: DVC `persist:
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         from ipfacediff.diffusion.branches import load_branches
-        from ipfacediff.diffusion.inversion import InvertConfig, branch_fingerprint, invert_all
+        from ipfacediff.diffusion.inversion import BASE_SUBDIR, InvertConfig, branch_fingerprint, invert_all
         from ipfacediff.diffusion.models import ModelsConfig, load_components
         from ipfacediff.fsio import write_json
         from ipfacediff.tracking import start_run
@@ -42,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
         branches = load_branches(comps.unet, {"identity": branch if branch.exists() else None})
         with start_run("invert", params) as run:
             videos = invert_all(comps, branches, args.prepped, args.out, cfg, args.captions)
+            base_dir = Path(args.out) / BASE_SUBDIR
+            if cfg.base_for_tokenflow and branch_fingerprint(branches, "identity") != "base":
+                base = load_branches(comps.unet, {"identity": None})  # adapters off: the base weights
+                invert_all(comps, base, args.prepped, base_dir, cfg, args.captions)
+            elif base_dir.is_dir():  # the identity cache is the base one (or not wanted): drop stale copies
+                shutil.rmtree(base_dir)
             run.summary({"videos": len(videos), "frames": sum(v["n_frames"] for v in videos.values())})
         write_json(Path(args.out) / "index.json", {
             "profile": params.get("profile"),

@@ -46,6 +46,10 @@ class InvertConfig:
     prompt: str = ""  # "" -> the video's caption (data/captions/videos.jsonl), else empty
     batch_size: int = 8  # frames per UNet call
     store_dtype: str = "float32"  # latents on disk: float32 | float16 | bfloat16
+    base_for_tokenflow: bool = True  # also invert with the base weights (BASE_SUBDIR) when the identity branch is fine-tuned
+
+
+BASE_SUBDIR = "base"  # out_dir/base/<vid>.safetensors: base-model inversions for the TokenFlow baseline
 
 
 # --------------------------------------------------------------------------- the DDIM update

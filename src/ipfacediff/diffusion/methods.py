@@ -75,8 +75,19 @@ def _check_cache(cache, n_frames: int, components, branches, method: Method) -> 
         raise InputError(cache.path, f"stale inversion: {cache.n_frames} frames, the prepped video has {n_frames} (re-run invert)")
     if cache.meta.get("model_sha256") != components.model_hash:
         raise InputError(cache.path, "stale inversion: made with other base weights (re-run invert)")
-    if method.source_branch == "identity" and cache.meta.get("branch") != branch_fingerprint(branches, "identity"):
-        raise InputError(cache.path, "stale inversion: made with another identity branch (re-run invert)")
+    expected = branch_fingerprint(branches, "identity") if method.source_branch == "identity" else "base"
+    if cache.meta.get("branch") != expected:
+        what = "another identity branch" if method.source_branch == "identity" else (
+            "the identity branch; this method's source pass uses the base model (invert.base_for_tokenflow)")
+        raise InputError(cache.path, f"stale inversion: made with {what} (re-run invert)")
+
+
+def _cache_path(inversions: str | Path, vid: str, method: Method) -> Path:
+    """Base-model methods read the base-model cache when the identity branch is fine-tuned."""
+    from .inversion import BASE_SUBDIR
+
+    base = Path(inversions) / BASE_SUBDIR / f"{vid}.safetensors"
+    return base if method.source_branch == "base" and base.is_file() else Path(inversions) / f"{vid}.safetensors"
 
 
 def _up_to_date(target: Path, fingerprint: str) -> bool:
@@ -136,7 +147,7 @@ def run_edit_stage(params: dict, method_name: str, prepped, inversions, models, 
         for prompt in prompts:
             for vid in videos:
                 meta = json.loads((prepped / vid / "meta.json").read_text())
-                cache = InversionCache(Path(inversions) / f"{vid}.safetensors")
+                cache = InversionCache(_cache_path(inversions, vid, method))
                 _check_cache(cache, int(meta["frames"]), components, branches, method)
                 target = out_dir / prompt.id / f"{vid}.mp4"
                 keep.add(target)
