@@ -8,36 +8,27 @@ CLIP folder it writes clip.json saying so.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from ipfacediff.config import load_params, section
 from ipfacediff.errors import InputError
+from ipfacediff.metrics.outputs import stage_args, stage_inputs
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--prepped", default="data/prepped")
-    ap.add_argument("--edits", default="data/edits")
-    ap.add_argument("--imported", default="data/imported")
-    ap.add_argument("--out", default="reports/metrics")
-    args = ap.parse_args(argv)
+    args = stage_args(__doc__, argv)
     try:
         from ipfacediff.fsio import write_json
-        from ipfacediff.metrics.evaluate import MetricsConfig, Originals, discover_edits, run_clip
+        from ipfacediff.metrics.evaluate import run_clip
         from ipfacediff.metrics.outputs import log_flat, provenance, write_csv
         from ipfacediff.tracking import start_run
 
-        params = load_params(args.params)
-        cfg = section(params, MetricsConfig, "metrics")
-        items = discover_edits({"engine": args.edits, "imported": args.imported})
+        params, cfg, items, originals = stage_inputs(args)
         if not items:
             raise InputError(args.edits, "no edited videos found (expected <method>/<prompt>/<vid>.mp4)")
         from ipfacediff.diffusion.models import resolve_device
 
         device = str(resolve_device(params.get("device", "cpu")))
-        res = run_clip(items, Originals(args.prepped), cfg, device=device, progress=True)
+        res = run_clip(items, originals, cfg, device=device, progress=True)
         summary = provenance(params) | {k: v for k, v in res.items() if k != "videos"}
         with start_run("metrics_clip", params) as run:
             log_flat(run, "clip", res["methods"])

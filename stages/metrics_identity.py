@@ -9,31 +9,22 @@ OUT/identity_videos.csv (per edit) and OUT/identity_frames.csv (per-frame simila
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from ipfacediff.config import load_params, section
 from ipfacediff.errors import InputError
+from ipfacediff.metrics.outputs import stage_args, stage_inputs
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--prepped", default="data/prepped")
-    ap.add_argument("--edits", default="data/edits")
-    ap.add_argument("--imported", default="data/imported")
-    ap.add_argument("--out", default="reports/metrics")
-    args = ap.parse_args(argv)
+    args = stage_args(__doc__, argv)
     try:
         from ipfacediff.fsio import write_json
-        from ipfacediff.metrics.evaluate import MetricsConfig, Originals, discover_edits, run_identity
+        from ipfacediff.metrics.evaluate import run_identity
         from ipfacediff.metrics.outputs import log_flat, provenance, write_csv
         from ipfacediff.tracking import start_run
 
-        params = load_params(args.params)
-        cfg = section(params, MetricsConfig, "metrics")
-        items = discover_edits({"engine": args.edits, "imported": args.imported})
-        res = run_identity(items, Originals(args.prepped), cfg, progress=True)
+        params, cfg, items, originals = stage_inputs(args)
+        res = run_identity(items, originals, cfg, progress=True)
         summary = provenance(params) | {k: res[k] for k in ("recognizers", "gallery", "methods")} | {
             "conventions": "video embedding = unit mean of unit frame embeddings; cosine distance = 1 - cos; "
                            "ranks pessimistic on ties; frames without a face excluded and counted; "

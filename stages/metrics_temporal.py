@@ -9,35 +9,26 @@ Writes OUT/temporal.json and OUT/temporal_videos.csv.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from ipfacediff.config import load_params, section
 from ipfacediff.errors import InputError
+from ipfacediff.metrics.outputs import stage_args, stage_inputs
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--prepped", default="data/prepped")
-    ap.add_argument("--edits", default="data/edits")
-    ap.add_argument("--imported", default="data/imported")
-    ap.add_argument("--out", default="reports/metrics")
-    args = ap.parse_args(argv)
+    args = stage_args(__doc__, argv)
     try:
         from ipfacediff.fsio import write_json
-        from ipfacediff.metrics.evaluate import MetricsConfig, Originals, discover_edits, run_temporal
+        from ipfacediff.metrics.evaluate import run_temporal
         from ipfacediff.metrics.outputs import log_flat, provenance, write_csv
         from ipfacediff.metrics.temporal import WARP_SCALE
         from ipfacediff.tracking import start_run
 
-        params = load_params(args.params)
-        cfg = section(params, MetricsConfig, "metrics")
+        params, cfg, items, originals = stage_inputs(args)
         from ipfacediff.diffusion.models import resolve_device
 
         device = str(resolve_device(params.get("device", "cpu")))
-        items = discover_edits({"engine": args.edits, "imported": args.imported})
-        res = run_temporal(items, Originals(args.prepped), cfg, device=device, progress=True)
+        res = run_temporal(items, originals, cfg, device=device, progress=True)
         summary = provenance(params) | {
             "flow": res["flow"], "scale": f"E_warp x {WARP_SCALE:g}: squared RGB L2 in [0, 1], mean over "
             "non-occluded pixels (forward-backward check), then over frame pairs; flow from the original",

@@ -69,3 +69,27 @@ def log_flat(run, prefix: str, methods: dict) -> dict:
     run.log(flat)
     run.summary(flat)
     return flat
+
+
+def stage_args(doc: str, argv: list[str] | None = None):
+    """The command line shared by the metrics_* stages (params, originals, edits, imported edits, out)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--prepped", default="data/prepped")
+    ap.add_argument("--edits", default="data/edits")
+    ap.add_argument("--imported", default="data/imported")
+    ap.add_argument("--out", default="reports/metrics")
+    return ap.parse_args(argv)
+
+
+def stage_inputs(args):
+    """(params, metrics config, edited items, originals) for a metrics_* stage."""
+    from ..config import load_params, section
+    from .evaluate import MetricsConfig, Originals, discover_edits
+
+    params = load_params(args.params)
+    cfg = section(params, MetricsConfig, "metrics")
+    items = discover_edits({"engine": args.edits, "imported": args.imported})
+    return params, cfg, items, Originals(args.prepped)
