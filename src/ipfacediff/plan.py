@@ -17,7 +17,7 @@ VAE, text encoder, recognisers, CLIP and metrics are not counted (small beside t
 
 GPU hours = FLOP / (peak x utilisation). The default assumption is an H100 SXM's dense bf16 peak,
 989 TFLOP/s, at 40% utilisation; both are options. Cross-check: at A100 peak (312 TFLOP/s) and 40%
-this gives about 1 frame/s for a 300-frame, 50-step edit; the paper measured 0.83 frames/s.
+this gives 0.70 frames/s for a 300-frame, 50-step edit; the paper measured 0.83 frames/s.
 """
 
 from __future__ import annotations

@@ -129,7 +129,7 @@ def write_clip(dst: Path, patch_size: int, seed: int = 0) -> None:
     torch.manual_seed(seed)
     CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=512)).save_pretrained(str(dst), safe_serialization=True)
     vocab, merges = write_clip_tokenizer_files(dst / "_tok")
-    CLIPTokenizer(str(vocab), str(merges)).save_pretrained(str(dst))  # pads with <|endoftext|>, as OpenAI's
+    CLIPTokenizer(str(vocab), str(merges), model_max_length=77).save_pretrained(str(dst))  # pads with <|endoftext|>, as OpenAI's
     CLIPImageProcessor(crop_size={"height": 224, "width": 224}, size={"shortest_edge": 224}).save_pretrained(str(dst))
     shutil.rmtree(dst / "_tok")
 

@@ -497,7 +497,12 @@ def load_components(models_dir: str | Path, device: str | torch.device = "cpu", 
     from transformers import CLIPTextModel, CLIPTokenizer
 
     folder, info = _follow(models_dir, required=SD_COMPONENTS)
-    dtype, device = resolve_dtype(dtype), resolve_device(device)
+    auto, dtype, device = str(device) == "auto", resolve_dtype(dtype), resolve_device(device)
+    if auto and device.type == "cpu" and dtype == torch.float16:
+        # `device: auto` (paper profile) found no GPU: half precision on a CPU is emulated (several times
+        # slower than float32) and some kernels lack it, so compute in float32 and say so
+        warnings.warn("device auto found no GPU: models.dtype float16 -> float32 on the CPU", stacklevel=2)
+        dtype = torch.float32
     # half the bytes to read when the repo ships fp16 files (SD 2.1-base does); same weights rounded
     variant = "fp16" if dtype == torch.float16 and (folder / FP16_VARIANT_FILE).is_file() else None
     kw = dict(torch_dtype=dtype, local_files_only=True, variant=variant)

@@ -9,6 +9,7 @@ branch output, so a crashed run resumes from the latest one.
 from __future__ import annotations
 
 import hashlib
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -75,7 +76,12 @@ def make_accelerator(params: dict, cfg: TrainConfig):
         raise InputError("params.yaml", "device: cuda requested but no CUDA device is available")
     cpu = device == "cpu" or not torch.cuda.is_available()
     if cpu and cfg.mixed_precision == "fp16":
-        raise InputError("params.yaml", f"mixed_precision fp16 needs a GPU; use 'no' or 'bf16' on CPU")
+        if device != "auto":
+            raise InputError("params.yaml", "mixed_precision fp16 needs a GPU; use 'no' or 'bf16' on CPU")
+        # `device: auto` (the paper profile) means "the GPU if there is one": without one, fp16 autocast
+        # does not exist, so train in float32 and say so (the branch meta records what ran)
+        print(f"warning: device auto found no GPU: mixed_precision fp16 -> no (float32 training)", file=sys.stderr)
+        cfg.mixed_precision = "no"
     from accelerate.state import AcceleratorState
 
     # the state is a process-wide singleton: let a second branch in one process pick its own precision
