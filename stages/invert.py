@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         comps = load_components(args.models, params.get("device", "cpu"), mcfg.dtype)
         branch = Path(args.branch)
         branches = load_branches(comps.unet, {"identity": branch if branch.exists() else None})
-        with start_run("invert", params) as run:
+        with start_run("invert", params, uses={"models-base": ("model", args.models), "branch-identity": ("branch", branch)},
+                       produces={"inversions": ("inversions", args.out)}) as run:
             videos = invert_all(comps, branches, args.prepped, args.out, cfg, args.captions)
             base_dir = Path(args.out) / BASE_SUBDIR
             if cfg.base_for_tokenflow and branch_fingerprint(branches, "identity") != "base":

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
 
         cfg = section(params, ModelsConfig, "models")
         crop = int(params.get("data", {}).get("crop_size", 64))
-        with start_run("models", params) as run:
+        with start_run("models", params, produces={f"models-{n}": ("model", f"{args.out}/{n}") for n in ("base", "clip")}) as run:
             infos = prepare_models(cfg, args.out, seed=int(params.get("seed", 0)), sample_size=crop)
             run.summary({f"{k}_{f}": v.get(f) for k, v in infos.items() for f in ("source", "weights")})
         for name, info in infos.items():

@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         videos = build_videos(Path(args.prepped), {"engine": Path(args.edits), "imported": Path(args.imported)},
                               Path(args.videos), int(report.get("side_by_side_height", 128)),
                               enabled=bool(report.get("side_by_side", True)))
-        with start_run("report", params) as run:
+        with start_run("report", params, uses={"edits": ("edits", args.edits)},
+                       produces={"report": ("report", Path(args.tables).parent)}) as run:
             log_report(run, built, plots)
     except InputError as e:
         print(f"report: error: {e}", file=sys.stderr)

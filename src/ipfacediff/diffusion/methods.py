@@ -143,7 +143,8 @@ def run_edit_stage(params: dict, method_name: str, prepped, inversions, models, 
     if models_info.get("note"):
         log.warning("%s: %s", models, models_info["note"])
     rows, keep = [], set()
-    with start_run("edit", params, group=method.name) as run:
+    uses = {"models-base": ("model", models), **{f"branch-{b}": ("branch", p) for b, p in paths.items()}}
+    with start_run("edit", params, method=method.name, uses=uses, produces={f"edits-{method.name}": ("edits", out_dir)}) as run:
         for prompt in prompts:
             for vid in videos:
                 meta = json.loads((prepped / vid / "meta.json").read_text())
@@ -169,6 +170,7 @@ def run_edit_stage(params: dict, method_name: str, prepped, inversions, models, 
                               output_type="latent")
                 write_edit(target, pipe.decode(result.latents), as_fraction(meta["fps"]), {**record, "edit": result.info})
                 seconds = time.perf_counter() - t0
+                run.log_edit(f"edit/{prompt.id}/{vid}", target, prepped / vid / "crops")
                 run.log({f"seconds/{prompt.id}/{vid}": seconds, f"edit_s/{prompt.id}/{vid}": result.info["timings_s"]["edit"]})
                 rows.append({**row, "status": "edited", "seconds": seconds})
     _prune(out_dir, keep)
