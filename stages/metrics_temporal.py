@@ -2,8 +2,8 @@
 [--edits DIR] [--imported DIR] [--out DIR]`.
 
 Paper Table 3: warp error E_warp (x1000, RGB in [0, 1], see ipfacediff.metrics.temporal) of every
-edit with optical flow from its original (metrics.flow: RAFT when its weights are local, else
-OpenCV DIS, named in the output), per method, with the originals' own warp error as reference.
+edit with optical flow from its original (metrics.flow: raft needs its weights, auto uses RAFT when
+they are local else OpenCV DIS, dis is DIS; the flow is named in the output), per method, with the originals' own warp error as reference.
 Writes OUT/temporal.json and OUT/temporal_videos.csv.
 """
 
