@@ -80,3 +80,19 @@ def test_two_processes_sync_gradients_checkpoint_and_resume(tmp_path):
         assert len({r["sha256"] for r in rows if r["branch"] == branch and r["run"] == "A"}) == 2  # weights moved each step
         rngs = torch.load(tmp_path / "work" / "ckptA" / branch / "step-0000002" / "rng.pt", weights_only=False)
         assert len(rngs) == 2  # one RNG state per process in the checkpoint
+
+
+def test_device_auto_without_a_gpu_trains_in_float32(capsys):
+    """The paper profile (device auto, fp16) on a machine without a GPU: float32, said once on stderr;
+    an explicit `device: cpu` with fp16 stays an error (tests/test_train.py)."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: fp16 mixed precision applies")
+    from ipfacediff.train.finetune import make_accelerator
+    from ipfacediff.train.trainer import TrainConfig
+
+    cfg = TrainConfig(mixed_precision="fp16")
+    acc = make_accelerator({"device": "auto"}, cfg)
+    assert cfg.mixed_precision == "no" and acc.mixed_precision == "no"
+    assert "device auto found no GPU: mixed_precision fp16 -> no" in capsys.readouterr().err
