@@ -13,7 +13,6 @@ import json
 import sys
 from pathlib import Path
 
-import torch
 
 import ipfacediff.train.data as data_mod
 import ipfacediff.train.finetune as ft
@@ -40,7 +39,6 @@ def main(work: Path, models: Path, clip: Path, faces: Path, captions: Path, out:
     params = {"profile": "dist", "seed": 0, "device": "cpu", "wandb": {"mode": "disabled"}}
     for section in ("finetune_id", "finetune_dir"):
         params[section] = {"steps": 2, "batch_size": 4, "grad_accum": 1, "lr": 1e-2, "checkpoint_every": 1, "lora_rank": 2}
-    log = None
     for branch in ("identity", "directional"):
         for run in ("A", "B"):
             paths = ft.Paths(out=work / run / branch, checkpoints=work / f"ckpt{run}" / branch, curve=work / run / f"{branch}.tsv",

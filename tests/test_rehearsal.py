@@ -57,7 +57,7 @@ def test_overrides_are_sizes_and_counts_only():
 
 
 def test_paper_profile_runs_every_stage_to_the_tables(rehearsal):
-    repo, env, log = rehearsal
+    repo, env, _ = rehearsal
     stages = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     expected = {name for name in yaml.safe_load((repo / "dvc.yaml").read_text())["stages"] if name != "edit"}
     assert expected <= set(stages) and sum(s.startswith("edit@") for s in stages) == 5, sorted(stages)

@@ -90,7 +90,7 @@ def frames_per_video(data: dict, given: int | None) -> int:
         return int(given)
     seconds, fps = data.get("max_seconds"), data.get("fps")
     if seconds and fps:
-        return int(math.floor(float(seconds) * float(Fraction(str(fps))) + 1e-9))
+        return math.floor(float(seconds) * float(Fraction(str(fps))) + 1e-9)
     from .errors import InputError
 
     raise InputError("params.yaml", "data.max_seconds / data.fps do not fix the video length: give --frames N")

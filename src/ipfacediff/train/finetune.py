@@ -80,7 +80,7 @@ def make_accelerator(params: dict, cfg: TrainConfig):
             raise InputError("params.yaml", "mixed_precision fp16 needs a GPU; use 'no' or 'bf16' on CPU")
         # `device: auto` (the paper profile) means "the GPU if there is one": without one, fp16 autocast
         # does not exist, so train in float32 and say so (the branch meta records what ran)
-        print(f"warning: device auto found no GPU: mixed_precision fp16 -> no (float32 training)", file=sys.stderr)
+        print("warning: device auto found no GPU: mixed_precision fp16 -> no (float32 training)", file=sys.stderr)
         cfg.mixed_precision = "no"
     from accelerate.state import AcceleratorState
 
