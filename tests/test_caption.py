@@ -156,7 +156,7 @@ def test_missing_blip2_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(InputError) as e:
         make_captioner(CaptionConfig(captioner="blip2", blip2="Salesforce/blip2-opt-2.7b"), device="cpu")
-    assert "Salesforce/blip2-opt-2.7b" in str(e.value) and "cache" in str(e.value)
+    assert "Salesforce/blip2-opt-2.7b" in str(e.value) and "cache" in str(e.value) and "set caption.blip2" in str(e.value)
     with pytest.raises(InputError, match="not found"):
         make_captioner(CaptionConfig(captioner="blip2", blip2=str(tmp_path / "blip2_folder")), device="cpu")
     with pytest.raises(InputError, match="unknown captioner"):

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from ipfacediff.dag import load_stages
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -49,6 +51,39 @@ def repo(tmp_path_factory):
 def test_second_repro_is_a_cache_hit(repo):
     out = _run(["dvc", "repro", "data_card"], repo)
     assert "Running stage" not in out, out
+
+
+def test_snakemake_makes_the_same_artifacts_as_dvc(repo):
+    """The real workflow (not -n) over the cheap prefix: DVC's lock must find Snakemake's outputs identical."""
+    out = _run([str(BIN / "snakemake"), "-s", "workflow/Snakefile", "--cores", "2", "--forceall", "data_card"], repo)
+    for rule in ("sample_media", "prep_videos", "prep_faces", "data_card"):
+        assert (repo / "logs" / f"{rule}.log").is_file(), out
+    status = _run(["dvc", "status", "data_card"], repo)
+    assert "up to date" in status, status
+
+
+def test_bytecode_editor_files_and_logs_never_make_a_stage_stale(repo):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPATH"] = str(repo / "src")
+    subprocess.run([sys.executable, "-c", "import ipfacediff.face.prep, ipfacediff.media, ipfacediff.report.data_card"],
+                   cwd=repo, env=env, check=True)
+    assert list((repo / "src" / "ipfacediff" / "face").glob("__pycache__/*.pyc")), "bytecode was not written"
+    for folder in (repo / "src" / "ipfacediff" / "face", repo / "stages", repo / "data" / "media"):
+        (folder / "notes.py~").write_text("editor backup")
+        (folder / ".prep.py.swp").write_text("vim swap")
+        (folder / "debug.log").write_text("a log")
+    status = _run(["dvc", "status", "data_card"], repo)
+    assert "up to date" in status, status
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc:  # every folder dependency of every stage ignores the same files
+        folders = {d for st in load_stages(repo / "dvc.yaml", repo / "params.yaml") for d in st.deps
+                   if (repo / d).is_dir()}
+        for folder in folders:
+            for name in ("__pycache__", ".ipynb_checkpoints"):
+                assert dvc.dvcignore.is_ignored_dir(str(repo / folder / name)), f"{folder}/{name}"
+            for name in ("m.pyc", "m.py~", ".m.py.swp", "#m.py#", "run.log"):
+                assert dvc.dvcignore.is_ignored_file(str(repo / folder / name)), f"{folder}/{name}"
 
 
 def test_exp_run_with_a_param_reruns_only_affected_stages(repo):

@@ -142,8 +142,10 @@ def test_raft_loads_local_weights_and_falls_back_to_dis(tmp_path):
     frames = np.random.default_rng(0).integers(0, 255, (2, 60, 68, 3), dtype=np.uint8)
     flow = raft(frames[:1], frames[1:])
     assert flow.shape == (1, 60, 68, 2) and np.isfinite(flow).all()
-    fallback = flow_estimator("raft", tmp_path / "missing.pth")
+    fallback = flow_estimator("auto", tmp_path / "missing.pth")
     assert isinstance(fallback, DISFlow) and "RAFT requested, weights not found" in fallback.description
+    with pytest.raises(InputError, match=r"missing.pth: RAFT weights not found \(metrics.flow: raft\)"):
+        flow_estimator("raft", tmp_path / "missing.pth")
     with pytest.raises(InputError, match="RAFT weights not found"):
         RAFTFlow(tmp_path / "missing.pth")
     with pytest.raises(InputError, match="metrics.flow"):

@@ -165,14 +165,14 @@ def test_resolve_from_hf_cache_and_load_through_pointer(tiny_dir, comps, tmp_pat
     linked = M.load_components(tmp_path / "models" / "base")
     x, t, e = torch.randn(1, 4, 8, 8), torch.tensor([10]), torch.randn(1, 77, 64)
     assert torch.equal(linked.unet(x, t, e).sample, comps.unet(x, t, e).sample)
-    with pytest.raises(InputError, match="huggingface-cli download someorg/absent"):
+    with pytest.raises(InputError, match="`hf download someorg/absent`"):
         M.resolve_pretrained("someorg/absent")
 
 
 def test_bad_model_folders(tiny_dir, tmp_path):
     with pytest.raises(InputError, match="model folder not found"):
         M.load_components(tmp_path / "nope")
-    with pytest.raises(InputError, match="huggingface-cli download"):
+    with pytest.raises(InputError, match="models.pretrained: model folder not found.*`hf download"):
         M.resolve_pretrained(tmp_path / "nope")
     broken = tmp_path / "broken"
     shutil.copytree(tiny_dir, broken)

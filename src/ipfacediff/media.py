@@ -196,8 +196,59 @@ def _skimage_version() -> str:
 
 
 # --------------------------------------------------------------------------------------- user data
+# The official release layouts (README "Dataset layouts"):
+#   CelebAMask-HQ: <root>/CelebA-HQ-img/<0..29999>.jpg beside CelebAMask-HQ-mask-anno/<k>/<id>_<part>.png
+#     (segmentation masks: never faces) and the mapping/attribute .txt files;
+#   CelebV-HQ: <root>/celebvhq_info.json ({"meta_info", "clips": {<ytb_id>_<k>: ...}}) and the clips cut by
+#     its download_and_process.py, downloaded_celebvhq/processed/<clip id>.mp4, beside the full YouTube
+#     downloads in downloaded_celebvhq/raw/<ytb_id>.mp4 (never evaluation clips).
+CELEBA_HQ_IMG_DIR = "CelebA-HQ-img"
+CELEBA_HQ_MASK_DIR = "CelebAMask-HQ-mask-anno"
+CELEBV_HQ_INFO = "celebvhq_info.json"
+
+
 def _files(folder: Path, suffixes: set[str]) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
+
+
+def _natural_key(p: Path) -> tuple:
+    # CelebA-HQ ids are integers: 2.jpg before 10.jpg, so "the first N images" means ids 0..N-1
+    return (0, int(p.stem), "") if p.stem.isdigit() else (1, 0, p.stem)
+
+
+def celeba_hq_images(folder: str | Path) -> list[Path]:
+    """CelebA-HQ face images in id order: CelebA-HQ-img/ when present (CelebAMask-HQ), else every image
+    under `folder` outside the mask annotations."""
+    folder = Path(folder)
+    img_dirs = sorted(d for d in [folder, *folder.rglob(CELEBA_HQ_IMG_DIR)] if d.name == CELEBA_HQ_IMG_DIR and d.is_dir())
+    if img_dirs:
+        files = [p for d in img_dirs for p in _files(d, IMAGE_SUFFIXES)]
+    else:
+        files = [p for p in _files(folder, IMAGE_SUFFIXES) if CELEBA_HQ_MASK_DIR not in p.relative_to(folder).parts]
+    return sorted(files, key=_natural_key)
+
+
+def celebv_hq_clips(folder: str | Path) -> dict[str, Path]:
+    """CelebV-HQ clip id -> video file. With celebvhq_info.json only its clips count (the raw YouTube
+    downloads beside them are not clips); without it every video under `folder`, id = file stem."""
+    import json
+
+    folder = Path(folder)
+    by_id = {p.stem: p for p in _files(folder, VIDEO_SUFFIXES)}
+    info = folder / CELEBV_HQ_INFO
+    if not info.is_file():
+        return by_id
+    try:
+        clip_ids = set(json.loads(info.read_text())["clips"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise InputError(info, f"not a CelebV-HQ info file (expected a 'clips' mapping): {e}") from e
+    # a processed clip wins over any same-named file elsewhere (e.g. an interrupted download)
+    ranked = sorted(_files(folder, VIDEO_SUFFIXES), key=lambda p: "processed" not in p.parts)
+    found: dict[str, Path] = {}
+    for p in ranked:
+        if p.stem in clip_ids and p.stem not in found:
+            found[p.stem] = p
+    return dict(sorted(found.items()))
 
 
 def check_user_data(cfg: DataConfig) -> tuple[Path, Path]:
@@ -210,8 +261,10 @@ def check_user_data(cfg: DataConfig) -> tuple[Path, Path]:
     ]:
         value = getattr(cfg, key)
         folder = Path(value) if value else None
-        if folder is None or not folder.is_dir() or not any(p.suffix.lower() in suffixes for p in folder.rglob("*")):
-            problems.append(f"{name} {what} not found at data.{key}={value} (get them from {url})")
+        listed = (celeba_hq_images if key == "celeba_hq" else celebv_hq_clips)(folder) if folder and folder.is_dir() else []
+        if not listed:
+            problems.append(f"{name} {what} not found at data.{key}={value} (get them from {url}; "
+                            f"layout: README \"Dataset layouts\")")
         else:
             found[key] = folder
     if problems:
@@ -221,7 +274,7 @@ def check_user_data(cfg: DataConfig) -> tuple[Path, Path]:
 
 def select_eval_videos(cfg: DataConfig, celebv: Path) -> list[Path]:
     """data.videos ids if given, else ids in data.celebv_eval_list, else the first n_eval_videos sorted."""
-    by_id = {p.stem: p for p in _files(celebv, VIDEO_SUFFIXES)}
+    by_id = celebv_hq_clips(celebv)
     ids = list(cfg.videos)
     if not ids and cfg.celebv_eval_list:
         lst = Path(cfg.celebv_eval_list)
@@ -242,7 +295,7 @@ def build_user_manifest(out_dir: str | Path, cfg: DataConfig, profile: str = "pa
     entries = [{"id": p.stem, "kind": "video", "file": str(p.resolve()), "sha256": sha256_file(p),
                 "source": f"CelebV-HQ ({CELEBV_HQ_URL})", "license": "CelebV-HQ terms (non-commercial research)",
                 "identity": p.stem} for p in select_eval_videos(cfg, celebv)]
-    n_images = len(_files(celeba, IMAGE_SUFFIXES))
+    n_images = len(celeba_hq_images(celeba))
     entries.append({"id": "celeba_hq", "kind": "image_dir", "file": str(celeba.resolve()), "sha256": None,
                     "n_files": n_images, "source": f"CelebA-HQ ({CELEBA_HQ_URL})",
                     "license": "CelebA terms (non-commercial research)", "identity": None})

@@ -27,7 +27,8 @@ def register(subparsers) -> None:
     temp = sub.add_parser("temporal", help="warp error E_warp (x1000, RGB in [0, 1]) over consecutive frames")
     temp.add_argument("video", help="video file or frame folder")
     temp.add_argument("--source", help="original clip: take the optical flow from it (the protocol for edits)")
-    temp.add_argument("--flow", choices=["dis", "raft"], default="dis", help="optical flow (default dis)")
+    temp.add_argument("--flow", choices=["dis", "raft", "auto"], default="dis",
+                      help="optical flow (default dis; auto: RAFT when its weights are found, else DIS)")
     temp.add_argument("--raft-weights", metavar="PATH", help="torchvision RAFT state dict (for --flow raft)")
     temp.add_argument("--json", action="store_true", help="print one JSON object")
     temp.set_defaults(func=run_temporal)

@@ -39,9 +39,10 @@ SD21_BASE = "stabilityai/stable-diffusion-2-1-base"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 MAX_TOKENS = 77
 OBTAIN_HINT = (
-    "obtain it on a networked machine with `huggingface-cli download {spec}` (then copy the Hugging Face "
-    "cache, or set HF_HOME to it), or set models.pretrained to a local diffusers folder"
+    "obtain it on a networked machine with `hf download {spec}` (then copy the Hugging Face cache here, "
+    "or set HF_HOME to it), or set {param} to a local folder"
 )
+FP16_VARIANT_FILE = "unet/diffusion_pytorch_model.fp16.safetensors"  # what SD repos ship for variant="fp16"
 
 # SD 2.1-base noise schedule (REFERENCE section 5); DDIM needs steps_offset=1 to match the training grid.
 SCHEDULER_CONFIG = dict(
@@ -222,10 +223,11 @@ def _build(unet_cfg, vae_cfg, text_cfg, seed: int, tokenizer_dir: Path, dtype=to
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**unet_cfg)
-    vae = AutoencoderKL(**vae_cfg)
-    text_encoder = CLIPTextModel(CLIPTextConfig(**text_cfg))
+    from .random_init import init_random_weights
+
+    unet = init_random_weights(UNet2DConditionModel(**unet_cfg), seed, "unet")  # same bytes on every machine
+    vae = init_random_weights(AutoencoderKL(**vae_cfg), seed, "vae")
+    text_encoder = init_random_weights(CLIPTextModel(CLIPTextConfig(**text_cfg)), seed, "text_encoder", "transformers")
     tokenizer = build_clip_tokenizer(tokenizer_dir)
     calibrate_latent_scale(vae, 64, seed)  # fully convolutional: 64 px calibrates any size
     comps = Components(unet, vae, text_encoder, tokenizer, make_scheduler())
@@ -245,10 +247,12 @@ def calibrate_latent_scale(vae, size: int, seed: int) -> float:
     `quant_conv` are scaled by c and `post_quant_conv`'s input by 1/c: decoding is unchanged.
     Calibrated on smooth random images (seeded), not on data.
     """
-    g = torch.Generator().manual_seed(seed)
-    images = torch.nn.functional.interpolate(torch.randn(4, 3, 8, 8, generator=g), size=(size, size), mode="bilinear").clamp(-1, 1)
+    from .random_init import parameter_rng, round_significant
+
+    small = torch.from_numpy(parameter_rng(seed, "vae/calibration").standard_normal((4, 3, 8, 8)).astype("float32"))
+    images = torch.nn.functional.interpolate(small, size=(size, size), mode="bilinear").clamp(-1, 1)
     std = vae.encode(images).latent_dist.mean.std() * vae.config.scaling_factor
-    c = float(1.0 / std)
+    c = round_significant(float(1.0 / std))  # float reductions above differ in the last bits between CPUs
     k = vae.config.latent_channels
     vae.quant_conv.weight[:k] *= c
     vae.quant_conv.bias[:k] *= c
@@ -321,7 +325,7 @@ def prepare_models(cfg: ModelsConfig, out_dir: str | Path, seed: int = 0, sample
     if cfg.clip is None:
         clip = build_tiny_clip(out_dir / "clip", seed)
     else:
-        clip = link_pretrained(cfg.clip, out_dir / "clip", required=("config.json",))
+        clip = link_pretrained(cfg.clip, out_dir / "clip", required=("config.json",), param="models.clip")
     return {"base": base, "clip": clip}
 
 
@@ -335,8 +339,10 @@ def build_tiny_clip(out_dir: str | Path, seed: int = 0) -> dict:
     text = dict(tiny_text_config(), projection_dim=32)
     vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, image_size=64, patch_size=16, projection_dim=32)
     with atomic_dir(out_dir) as tmp:
-        torch.manual_seed(seed)
+        from .random_init import init_random_weights
+
         model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)).eval()
+        init_random_weights(model, seed, "clip", "transformers")
         model.save_pretrained(str(tmp), safe_serialization=True)
         build_clip_tokenizer(tmp / "_tok").save_pretrained(str(tmp))
         CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}).save_pretrained(str(tmp))
@@ -402,23 +408,26 @@ def hf_cache_dir() -> Path:
     return Path(home) / "hub"
 
 
-def resolve_pretrained(spec: str | Path, required: Sequence[str] = ("model_index.json",) + tuple(f"{c}" for c in SD_COMPONENTS)) -> Path:
+def resolve_pretrained(spec: str | Path, required: Sequence[str] = ("model_index.json",) + tuple(f"{c}" for c in SD_COMPONENTS),
+                       param: str = "models.pretrained") -> Path:
     """A local folder, or `org/name` looked up in the Hugging Face cache without touching the network.
 
-    `required` are paths that must exist in the folder. Raises InputError saying how to obtain it.
+    `required` are paths that must exist in the folder; `param` is the parameter the error names.
+    Raises InputError saying how to obtain it.
     """
     path = Path(os.path.expanduser(str(spec)))
     if path.is_dir():
         _check_required(path, required)
         return path.resolve()
     if str(spec).count("/") != 1 or path.is_absolute() or str(spec).startswith("."):
-        raise InputError(spec, "model folder not found; " + OBTAIN_HINT.format(spec=SD21_BASE))
+        raise InputError(spec, f"{param}: model folder not found; " + OBTAIN_HINT.format(spec="<org>/<name>", param=param))
     from huggingface_hub import snapshot_download
 
     try:
         found = Path(snapshot_download(str(spec), cache_dir=str(hf_cache_dir()), local_files_only=True))
     except Exception as e:  # LocalEntryNotFoundError and friends: nothing cached
-        raise InputError(spec, f"not in the local Hugging Face cache ({hf_cache_dir()}); " + OBTAIN_HINT.format(spec=spec)) from e
+        raise InputError(spec, f"{param}: not in the local Hugging Face cache ({hf_cache_dir()}); "
+                         + OBTAIN_HINT.format(spec=spec, param=param)) from e
     _check_required(found, required)
     return found
 
@@ -429,9 +438,10 @@ def _check_required(folder: Path, required: Sequence[str]) -> None:
         raise InputError(folder, f"incomplete model folder (missing {', '.join(missing)})")
 
 
-def link_pretrained(spec: str | Path, out_dir: str | Path, source: str = "local", required: Sequence[str] | None = None) -> dict:
+def link_pretrained(spec: str | Path, out_dir: str | Path, source: str = "local", required: Sequence[str] | None = None,
+                    param: str = "models.pretrained") -> dict:
     """Write `out_dir/ipfacediff.json` pointing at the resolved pretrained folder (with weight hashes)."""
-    folder = resolve_pretrained(spec, required) if required is not None else resolve_pretrained(spec)
+    folder = resolve_pretrained(spec, required, param) if required is not None else resolve_pretrained(spec, param=param)
     info = {"source": source, "weights": "pretrained", "spec": str(spec), "path": str(folder), "sha256": weight_hashes(folder)}
     with atomic_dir(out_dir) as tmp:
         write_json(tmp / INFO_FILE, info)
@@ -486,11 +496,19 @@ def load_components(models_dir: str | Path, device: str | torch.device = "cpu", 
     from transformers import CLIPTextModel, CLIPTokenizer
 
     folder, info = _follow(models_dir, required=SD_COMPONENTS)
-    dtype, device = resolve_dtype(dtype), resolve_device(device)
+    auto, dtype, device = str(device) == "auto", resolve_dtype(dtype), resolve_device(device)
+    if auto and device.type == "cpu" and dtype == torch.float16:
+        # `device: auto` (paper profile) found no GPU: half precision on a CPU is emulated (several times
+        # slower than float32) and some kernels lack it, so compute in float32 and say so
+        warnings.warn("device auto found no GPU: models.dtype float16 -> float32 on the CPU", stacklevel=2)
+        dtype = torch.float32
+    # half the bytes to read when the repo ships fp16 files (SD 2.1-base does); same weights rounded
+    variant = "fp16" if dtype == torch.float16 and (folder / FP16_VARIANT_FILE).is_file() else None
+    kw = dict(torch_dtype=dtype, local_files_only=True, variant=variant)
     loaders = {
-        "unet": lambda: UNet2DConditionModel.from_pretrained(str(folder), subfolder="unet", torch_dtype=dtype, local_files_only=True),
-        "vae": lambda: AutoencoderKL.from_pretrained(str(folder), subfolder="vae", torch_dtype=dtype, local_files_only=True),
-        "text_encoder": lambda: CLIPTextModel.from_pretrained(str(folder), subfolder="text_encoder", torch_dtype=dtype, local_files_only=True),
+        "unet": lambda: UNet2DConditionModel.from_pretrained(str(folder), subfolder="unet", **kw),
+        "vae": lambda: AutoencoderKL.from_pretrained(str(folder), subfolder="vae", **kw),
+        "text_encoder": lambda: CLIPTextModel.from_pretrained(str(folder), subfolder="text_encoder", **kw),
         "tokenizer": lambda: CLIPTokenizer.from_pretrained(str(folder), subfolder="tokenizer", local_files_only=True),
         # SD 2.1-base ships a PNDM config; DDIM reads the same noise schedule from it
         "scheduler": lambda: DDIMScheduler.from_pretrained(str(folder), subfolder="scheduler", local_files_only=True),

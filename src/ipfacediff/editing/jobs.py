@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ..layout import edit_path, inversion_path, meta_path, prepped_videos
+from ..layout import crops_dir, edit_path, inversion_path, meta_path, prepped_videos
 from ..prompts import EditPrompt
 from ..registry import Method, get_method
 from ..settings import EditSettings, Settings
@@ -87,8 +87,9 @@ def job_record(job: EditJob, cache, edit: EditSettings, seed: int, profile: str 
 
 
 def edit_item(engine, pipe, job: EditJob, edit: EditSettings, seed: int, profile: str | None = None,
-              models_info: dict | None = None, run=None) -> dict:
-    """Edit one item (skipped while its record is current); returns its summary row."""
+              models_info: dict | None = None, run=None, originals: Path | None = None) -> dict:
+    """Edit one item (skipped while its record is current); returns its summary row. `originals` (the
+    source crops) go beside the edit in the W&B run."""
     import torch
 
     from ..diffusion.inversion import InversionCache
@@ -108,6 +109,7 @@ def edit_item(engine, pipe, job: EditJob, edit: EditSettings, seed: int, profile
     seconds = time.perf_counter() - t0
     if run is not None:
         key = f"{job.prompt.id}/{job.video}"
+        run.log_edit(f"edit/{key}", job.output, originals)
         run.log({f"seconds/{key}": seconds, f"edit_s/{key}": result.info["timings_s"]["edit"]})
     return {**row, "status": "edited", "seconds": seconds}
 
@@ -142,8 +144,12 @@ def run_edit_stage(settings: Settings, method_name: str, prepped, inversions, mo
     pipe = engine.pipeline(edit, progress=True)
     models_info = engine.record()
     rows = []
-    with start_run("edit", settings.as_params(), group=method.name) as run:
+    uses = {"models-base": ("model", models),
+            **{f"branch-{b}": ("branch", Path(branches_dir) / b) for b in sorted(method.branches)}}
+    with start_run("edit", settings.as_params(), method=method.name, uses=uses,
+                   produces={f"edits-{method.name}": ("edits", Path(out) / method.name)}) as run:
         for job in jobs:
-            rows.append(edit_item(engine, pipe, job, edit, settings.seed, settings.profile, models_info, run))
+            rows.append(edit_item(engine, pipe, job, edit, settings.seed, settings.profile, models_info, run,
+                                  crops_dir(prepped, job.video)))
     prune(Path(out) / method.name, {job.output for job in jobs})
     return rows

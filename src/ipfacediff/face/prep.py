@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..fsio import atomic_dir, sha256_file, write_json
-from ..media import IMAGE_SUFFIXES, DataConfig
+from ..media import IMAGE_SUFFIXES, DataConfig, celeba_hq_images
 from ..video import as_fraction, fraction_str, iter_timed_frames, probe, resample_indices
 from .align import align_transform, crop
 from .detect import DETECTOR_NAME, as_rgb_uint8, detect_faces, select_face
@@ -159,7 +159,7 @@ def _face_items(entries: list[dict], cfg: DataConfig):
         elif e["kind"] == "still":
             yield e["id"], e["file"], "", e.get("identity"), -1, (lambda p=e["path"]: read_image(Path(p)))
         elif e["kind"] == "image_dir":
-            files = sorted(p for p in Path(e["path"]).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            files = celeba_hq_images(e["path"])
             files = files[: cfg.n_train_faces] if cfg.n_train_faces else files
             for p in files:
                 yield p.stem, str(p), "", p.stem, -1, (lambda p=p: read_image(p))

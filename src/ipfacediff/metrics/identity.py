@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..fsio import atomic_path
-from ..media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from ..media import CELEBV_HQ_INFO, IMAGE_SUFFIXES, VIDEO_SUFFIXES, celebv_hq_clips
 from ..recognition import Recognizer
 from .clips import Clip, Faces, detect_landmarks, load_clip, pair_by_time
 from .retrieval import cosine_distance, relative_identity_consistency, retrieval_ranks, video_embedding
@@ -134,6 +134,8 @@ def gallery_entries(specs: list[str | Path]) -> tuple[list[tuple[str, Path]], li
             entries += [(_clip_id(p), p) for p in paths]
         elif _is_clip(spec):
             entries.append((_clip_id(spec), spec))
+        elif spec.is_dir() and (spec / CELEBV_HQ_INFO).is_file():  # a CelebV-HQ release: its clips, wherever they sit
+            entries += list(celebv_hq_clips(spec).items())
         elif spec.is_dir():
             entries += [(_clip_id(p), p) for p in sorted(spec.iterdir()) if _is_clip(p)]
         else:

@@ -118,15 +118,20 @@ def default_raft_path(variant: str = "raft_large") -> Path:
 
 
 def flow_estimator(kind: str = "dis", raft_weights: str | Path | None = None, device: str = "cpu"):
-    """`raft` when its weights are at `raft_weights` (or torch hub's cache), else DIS (logged)."""
+    """`raft`: RAFT with the weights at `raft_weights` (or torch hub's cache), missing -> InputError
+    naming the file; `auto`: RAFT when those weights exist, else DIS (logged); `dis`: OpenCV DIS."""
     if kind == "dis":
         return DISFlow()
-    if kind != "raft":
-        raise InputError(None, f"metrics.flow must be 'raft' or 'dis', got {kind!r}")
+    if kind not in ("raft", "auto"):
+        raise InputError(None, f"metrics.flow must be 'raft', 'auto' or 'dis', got {kind!r}")
     path = Path(raft_weights).expanduser() if raft_weights else default_raft_path()
     if path.is_file():
         variant = "raft_small" if "small" in path.name else "raft_large"
         return RAFTFlow(path, variant, device)
+    if kind == "raft":
+        raise InputError(path, f"RAFT weights not found (metrics.flow: raft): put torchvision's {RAFT_FILES['raft_large']} "
+                               f"there (torchvision.models.optical_flow.Raft_Large_Weights.C_T_SKHT_V2) or set "
+                               f"metrics.raft_weights; metrics.flow: auto falls back to DIS")
     est = DISFlow()
     est.description += f" (RAFT requested, weights not found at {path})"
     log.warning("RAFT weights not found at %s: using OpenCV DIS flow", path)

@@ -232,7 +232,7 @@ class Blip2Captioner:
 
         from ..diffusion.models import resolve_device, resolve_dtype, resolve_pretrained
 
-        folder = resolve_pretrained(spec, required=("config.json",))
+        folder = resolve_pretrained(spec, required=("config.json",), param="caption.blip2")
         self.device = resolve_device(device)
         dt = resolve_dtype(dtype) if self.device.type == "cuda" else torch.float32
         try:

@@ -94,7 +94,7 @@ def load_directional_loss(clip_dirs: Sequence[str | Path], device: str | torch.d
 
     encoders = []
     for d in clip_dirs:
-        folder = d if Path(d).is_dir() else resolve_pretrained(d, required=("config.json",))
+        folder = d if Path(d).is_dir() else resolve_pretrained(d, required=("config.json",), param="finetune_dir.extra_clip")
         c = load_clip(folder, device=device, dtype=dtype)
         encoders.append(ClipEncoder(c.model, c.tokenizer, c.processor, name=str(c.info.get("spec") or c.info.get("path") or d)))
     return DirectionalClipLoss(encoders).to(device)

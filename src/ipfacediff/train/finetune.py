@@ -9,6 +9,7 @@ branch output, so a crashed run resumes from the latest one.
 from __future__ import annotations
 
 import hashlib
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -58,7 +59,12 @@ def make_accelerator(device: str, cfg: TrainConfig):
         raise InputError("params.yaml", "device: cuda requested but no CUDA device is available")
     cpu = device == "cpu" or not torch.cuda.is_available()
     if cpu and cfg.mixed_precision == "fp16":
-        raise InputError("params.yaml", "mixed_precision fp16 needs a GPU; use 'no' or 'bf16' on CPU")
+        if device != "auto":
+            raise InputError("params.yaml", "mixed_precision fp16 needs a GPU; use 'no' or 'bf16' on CPU")
+        # `device: auto` (the paper profile) means "the GPU if there is one": without one, fp16 autocast
+        # does not exist, so train in float32 and say so (the branch meta records what ran)
+        print("warning: device auto found no GPU: mixed_precision fp16 -> no (float32 training)", file=sys.stderr)
+        cfg.mixed_precision = "no"
     from accelerate.state import AcceleratorState
 
     # the state is a process-wide singleton: let a second branch in one process pick its own precision
@@ -153,7 +159,8 @@ def finetune(branch: str, params: Settings | dict, paths: Paths | None = None, o
     n_trainable = sum(p.numel() for p in comps.unet.parameters() if p.requires_grad)
     acc.print(f"{STAGES[branch]} [{settings.profile}]: {len(face_set)} faces ({len(face_set.skipped)} skipped), "
               f"{cfg.mode} {n_trainable:,} trainable parameters, {cfg.steps} steps x {cfg.batch_size} x {cfg.grad_accum}")
-    with start_run(STAGES[branch], settings.as_params()) as run:
+    with start_run(STAGES[branch], settings.as_params(), uses={"models-base": ("model", paths.models)},
+                   produces={f"branch-{branch}": ("branch", paths.out)}) as run:
         result = train(comps.unet, objective, FaceDataset(face_set), cfg, branch, seed, paths.checkpoints, fp,
                        accelerator=acc, run=run, on_step=on_step, aux_modules=[comps.vae, *aux])
         meta = {

