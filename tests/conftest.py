@@ -23,3 +23,13 @@ def _offline_env(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     monkeypatch.setenv("WANDB_MODE", os.environ.get("WANDB_MODE", "disabled"))
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> Path:
+    """Random-weight diffusion models in the real on-disk layout (built once per session)."""
+    from ipfacediff.diffusion.models import build_tiny
+
+    out = tmp_path_factory.mktemp("tiny_models") / "base"
+    build_tiny(out, seed=0)
+    return out
