@@ -267,7 +267,7 @@ class IPFaceDiffPipeline:
                 x = x_next
                 step_s.append(time.perf_counter() - t0)
                 if callback_on_step_end is not None:
-                    callback_on_step_end(self, i, t, {"step": i + 1, "latents": x, "keyframes": history,
+                    callback_on_step_end(self, i, t, {"step": i + 1, "latents": x, "keyframes": [list(k) for k in history],
                                                       "generator_state": None if generator is None else generator.get_state()})
         edit_s = time.perf_counter() - t_start
 
