@@ -109,3 +109,46 @@ def test_step_checkpoint_resume_equals_uninterrupted(media_dir, tiny_models, tmp
         again = pipe("glasses", cache, generator=torch.Generator().manual_seed(999), resume=states[k - 1], output_type="latent")
         assert torch.equal(again.latents, full.latents)
         assert again.info["keyframes"] == full.info["keyframes"]
+
+
+def test_prep_videos_stage_resumes_per_video_after_kill_9(media_dir, tmp_path):
+    """The DAG's prep_videos stage killed -9 after its first video: the rerun keeps that video's
+    folder (complete, same bytes and settings) and the result equals an uninterrupted run."""
+    import json
+
+    from ipfacediff.fsio import write_json
+
+    media = tmp_path / "media"
+    (media / "videos").mkdir(parents=True)
+    entries = []
+    for vid in ("grid_bbaf2n", "grid_lbbc2a", "grid_lwbsza"):
+        shutil_copy = (media_dir / "videos" / f"{vid}.mpg").read_bytes()
+        (media / "videos" / f"{vid}.mpg").write_bytes(shutil_copy)
+        entries.append({"id": vid, "kind": "video", "file": f"videos/{vid}.mpg", "identity": vid,
+                        "sha256": sha256_file(media / "videos" / f"{vid}.mpg")})
+    write_json(media / "manifest.json", {"profile": "test", "source": "sample", "media": entries})
+    params = tmp_path / "params.yaml"
+    params.write_text(json.dumps({"profile": "test", "data": {"videos": [e["id"] for e in entries], "fps": 10,
+                                                              "max_seconds": 1.0, "crop_size": 48}}))
+    cmd = [sys.executable, str(ROOT / "stages" / "prep_videos.py"), "--params", str(params), str(media)]
+    ref = subprocess.run([*cmd, str(tmp_path / "ref")], env=_env(), capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr
+
+    out = tmp_path / "prepped"
+    proc = subprocess.Popen([*cmd, str(out)], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = out / entries[0]["id"] / "meta.json"
+    while proc.poll() is None and not first.exists():
+        time.sleep(0.005)
+    killed = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert killed, "the stage finished before the first video was done"
+    kept = first.stat().st_mtime_ns
+    again = subprocess.run([*cmd, str(out)], env=_env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert first.stat().st_mtime_ns == kept  # the finished video was not redone
+
+    def contents(root):
+        return {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+    assert contents(out) == contents(tmp_path / "ref")  # same bytes as one uninterrupted run
