@@ -77,7 +77,7 @@ def test_no_face_refused_before_models_load(tiny_models, tmp_path, capsys, monke
 
 def test_record_beside_output_named_after_it(face_clip, tiny_models, tmp_path, capsys):
     out = tmp_path / "x.mp4"
-    code, stdout, err = run(["edit", str(face_clip), "-p", "glasses", "-o", str(out), "--models", str(tiny_models),
+    code, _, err = run(["edit", str(face_clip), "-p", "glasses", "-o", str(out), "--models", str(tiny_models),
                              "--branches", "base", "--steps", "1"], capsys)
     assert code == 0, err
     assert {p.name for p in tmp_path.iterdir()} == {"x.mp4", "x.mp4.json"}  # as README and --help say

@@ -5,17 +5,16 @@ and the problem, exit 2, nothing left behind, the input untouched. Plus --start/
 from __future__ import annotations
 
 import json
-import shutil
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+from wild_clips import tone, write_clip
 
 from ipfacediff.cli import main
 from ipfacediff.fsio import sha256_file
-from wild_clips import tone, write_clip
 
 pytestmark = pytest.mark.slow
 
@@ -99,7 +98,7 @@ def test_wild_clip_edits_correctly(case, faces, tiny_models, tmp_path, capsys):
     src = build(tmp_path, faces)
     before, info = sha256_file(src), probe(src)
     out = tmp_path / out_name
-    code, stdout, err = edit([str(src), "-p", "a person with glasses", "-o", str(out)], capsys, tiny_models)
+    code, _, err = edit([str(src), "-p", "a person with glasses", "-o", str(out)], capsys, tiny_models)
     assert code == 0, err
     res = probe(out)
     assert (res.n_frames, res.width, res.height) == (info.n_frames, info.width, info.height)

@@ -11,7 +11,14 @@ import pytest
 
 from ipfacediff.errors import InputError
 from ipfacediff.fsio import sha256_file
-from ipfacediff.video import as_fraction, iter_frames, probe, read_video, resample_indices, write_video
+from ipfacediff.video import (
+    as_fraction,
+    iter_frames,
+    probe,
+    read_video,
+    resample_indices,
+    write_video,
+)
 
 
 def make_video(path, n=10, size=(48, 32), fps=25, rotation=None, audio_codec=None, fmt=None, gray=False):
@@ -376,8 +383,9 @@ def test_constant_rate_without_timeline_is_i_over_fps(tmp_path):
 def test_audio_that_cannot_be_carried_is_dropped_and_said(tmp_path, monkeypatch, caplog):
     from types import SimpleNamespace
 
-    import ipfacediff.video as video
     from wild_clips import webcam_avi
+
+    from ipfacediff import video
 
     unknown = SimpleNamespace(codec_context=SimpleNamespace(name="no_such_codec", sample_rate=8000))
     plan, note = video._audio_plan("mp4", (None, unknown, 0.0))

@@ -56,7 +56,7 @@ def write_clip(path: Path, frames: list[np.ndarray], pts: list[int] | None = Non
             samples = np.clip(np.rint(audio * 32767), -32768, 32767).astype(np.int16)
         else:
             samples = audio.astype(np.float32)
-        offset = int(round(audio_start_s * audio_rate))
+        offset = round(audio_start_s * audio_rate)
         step = a.codec_context.frame_size or 1024
         for k in range(0, len(samples), step):
             af = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[None, k:k + step]), format=fmt_name, layout="mono")
@@ -70,7 +70,7 @@ def write_clip(path: Path, frames: list[np.ndarray], pts: list[int] | None = Non
 
 
 def tone(seconds: float, rate: int = 11025, freq: float = 440.0) -> np.ndarray:
-    t = np.arange(int(round(seconds * rate))) / rate
+    t = np.arange(round(seconds * rate)) / rate
     return 0.5 * np.sin(2 * np.pi * freq * t)
 
 
@@ -90,7 +90,7 @@ def vfr_click_clip(path: Path, size: tuple[int, int] = (64, 48), rate: int = 160
     for a 5 ms click at frame FLASH's time."""
     w, h = size
     frames = [np.full((h, w, 3), 255 if i == FLASH else 0, np.uint8) for i in range(len(VFR_PTS))]
-    audio = np.zeros(int(round((VFR_PTS[-1] + 2) / 15 * rate)))
-    t = int(round(VFR_PTS[FLASH] / 15 * rate))
+    audio = np.zeros(round((VFR_PTS[-1] + 2) / 15 * rate))
+    t = round(VFR_PTS[FLASH] / 15 * rate)
     audio[t:t + rate // 200] = 0.8
     return write_clip(path, frames, VFR_PTS, Fraction(1, 15), fmt=fmt, audio=audio, audio_rate=rate, audio_codec=audio_codec)

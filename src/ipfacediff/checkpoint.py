@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import pickle
 import shutil
 from pathlib import Path
 
@@ -88,7 +88,7 @@ def load_torch(path: Path):
         return None
     try:
         return torch.load(path, weights_only=True)
-    except Exception:  # torn by a crash between runs of a different version: redo the unit
+    except (RuntimeError, EOFError, ValueError, pickle.UnpicklingError):  # unreadable: redo the unit
         return None
 
 
@@ -110,7 +110,3 @@ def read_png(path: Path) -> np.ndarray:
     if img is None:
         raise OSError(f"{path}: unreadable PNG")
     return np.ascontiguousarray(img[:, :, ::-1])
-
-
-def move_into_place(done: Path, target: Path) -> None:
-    os.replace(done, target)

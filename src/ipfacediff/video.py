@@ -62,9 +62,6 @@ class Timeline:
     def seconds(self) -> np.ndarray:
         return np.array([float(p * self.time_base) for p in self.pts], dtype=np.float64)
 
-    def slice(self, start: int, stop: int) -> Timeline:
-        return Timeline(self.pts[start:stop], self.time_base)
-
     @classmethod
     def constant(cls, n: int, fps: Fraction) -> Timeline:
         return cls(tuple(range(n)), Fraction(1) / fps)
@@ -204,7 +201,7 @@ def _size_tag(container) -> tuple[int, int] | None:
 
 def _norm_rotation(degrees: float) -> int:
     """Nearest multiple of 90 in (-180, 180]."""
-    return (int(round(degrees / 90.0)) * 90 + 179) % 360 - 179
+    return (round(degrees / 90.0) * 90 + 179) % 360 - 179
 
 
 def _to_rgb(frame, rotation: int, size: tuple[int, int] | None) -> np.ndarray:
@@ -410,8 +407,8 @@ def _trimmed(frame, t_shift: float, end_s: float | None):
         return frame, None
     rate = frame.sample_rate
     t = float(frame.time) - t_shift
-    first = max(0, int(round(-t * rate)))
-    last = frame.samples if end_s is None else min(frame.samples, int(round((end_s - t) * rate)))
+    first = max(0, round(-t * rate))
+    last = frame.samples if end_s is None else min(frame.samples, round((end_s - t) * rate))
     if last <= first:
         return None
     if first == 0 and last == frame.samples:
@@ -451,7 +448,7 @@ def _encode_audio(out, src, out_stream, t_shift: float, end_s: float | None) -> 
                 continue
             frame, t = cut
             if not started and t is not None and t > 0:  # audio starts after the video: keep its offset
-                encode(resampler.resample(_silence(int(round(t * frame.sample_rate)), frame)))
+                encode(resampler.resample(_silence(round(t * frame.sample_rate), frame)))
             started = True
             frame.pts = None  # the resampler and the counter above own the timing from here
             encode(resampler.resample(frame))
@@ -478,7 +475,7 @@ def _silence(n: int, like):
 
 def _copy_audio(out, src, out_stream, t_shift: float, end_s: float | None) -> None:
     container, a, _ = src
-    shift = int(round(t_shift / a.time_base))
+    shift = round(t_shift / a.time_base)
     for pkt in container.demux(a):
         if pkt.dts is None or pkt.pts is None:
             continue

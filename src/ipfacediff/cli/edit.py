@@ -330,7 +330,7 @@ def run_invert(args) -> int:
         raise InputError(cache, "cache file must end in .safetensors")
     size = _model_crop_size(s, args.crop_size)
     with tempfile.TemporaryDirectory(prefix="ipfacediff-") as tmp:
-        track, crops, info = face_crops(src, s, size, Path(tmp) / "crops")  # no face: refused before loading models
+        _, crops, info = face_crops(src, s, size, Path(tmp) / "crops")  # no face: refused before loading models
         comps, branches = _load(s, {"identity"})
         c = _invert(comps, branches, crops, cache, s, args.source_prompt)
     print(f"invert: {info.n_frames} frames of {src} ({size}px face crops, {c.steps} steps) -> {cache}")

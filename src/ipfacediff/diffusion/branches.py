@@ -136,7 +136,7 @@ def _lora_file(path: Path) -> tuple[object, dict[str, torch.Tensor]]:
     try:
         with safe_open(str(file), "pt") as f:
             meta = json.loads((f.metadata() or {}).get("lora_adapter_metadata", "null"))
-            state = {k: f.get_tensor(k) for k in f.keys()} if meta else {}
+            state = {k: f.get_tensor(k) for k in f.keys()} if meta else {}  # noqa: SIM118 (safe_open is no dict)
     except Exception as e:  # corrupt or not a safetensors file
         raise InputError(file, f"cannot load LoRA adapter: {e}") from e
     if not meta:
@@ -182,7 +182,7 @@ def load_branches(base_unet: torch.nn.Module, paths: dict[str, str | Path | None
     branches = BranchSet(base=base_unet)
     loras = {name: Path(path) for name, path in paths.items() if path is not None and branch_mode(path) == "lora"}
     if set(loras) - set(BRANCHES):
-        raise ValueError(f"unknown branch {sorted(set(loras) - set(BRANCHES))[0]!r}; expected one of {BRANCHES}")
+        raise ValueError(f"unknown branch {min(set(loras) - set(BRANCHES))!r}; expected one of {BRANCHES}")
     _attach_loras(base_unet, loras)
     for name, path in paths.items():
         if name not in BRANCHES:
