@@ -346,10 +346,20 @@ def _edit_facts(args, s: dict, src: Path, method, size: int) -> dict:
         "edit": asdict(s["edit"]), "crop_size": size, "face_index": s["face_index"], "face": args.face,
         "face_ref_sha256": sha256_file(args.face_ref) if args.face_ref else None, "start": args.start, "end": args.end,
         "smooth": [s["smooth_sigma"], s["crop_scale"], s["min_face_px"]], "source_prompt": args.source_prompt,
-        "models": str(s["models"].resolve()), "branches": None if s["branches"] is None else str(s["branches"].resolve()),
+        "models": _tree_stamp(s["models"]), "branches": None if s["branches"] is None else _tree_stamp(s["branches"]),
         "device": s["device"], "dtype": s["dtype"], "output_suffix": Path(args.output).suffix.lower(),
         "cache": args.cache,
     }
+
+
+def _tree_stamp(folder: Path) -> dict:
+    """Path, size and mtime of every file under `folder` (following a model pointer): weights
+    replaced in place between two runs must not resume the first run's work."""
+    folder = folder.resolve()
+    pointer = folder / "ipfacediff.json"
+    target = Path(json.loads(pointer.read_text()).get("path", folder)) if pointer.is_file() else folder
+    files = sorted(p for p in target.rglob("*") if p.is_file())
+    return {"path": str(target), "files": [[str(p.relative_to(target)), p.stat().st_size, p.stat().st_mtime_ns] for p in files]}
 
 
 def _track(work, src, s, size, span, choice):
