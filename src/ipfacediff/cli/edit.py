@@ -17,10 +17,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import InputError
+from ..layout import DAG, record_path
+from ..registry import method_names
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODELS = "models/base"
+DEFAULT_MODELS = str(DAG.base_model)
 BASE_BRANCHES = "base"  # --branches base: edit with the base weights on purpose
 # SFace's published cosine threshold for "same person" (OpenCV Zoo face_recognition_sface README)
 REFERENCE_MIN_SIMILARITY = 0.363
@@ -33,7 +35,7 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True,
                    help="output video (.mp4, .mov or .mkv: the container and audio handling follow it); "
                         "OUTPUT.json (e.g. out.mp4.json) is written beside it")
-    p.add_argument("--method", default="ours", help="ours | no_id_guidance | no_directional | tokenflow | per_frame")
+    p.add_argument("--method", default="ours", help=f"editing method: {' | '.join(method_names())} (ipfacediff.registry)")
     p.add_argument("--negative-prompt", default=None, help="default: params edit.negative_prompt")
     p.add_argument("--guidance-scale", type=float, default=None, help="default: params edit.guidance_scale")
     p.add_argument("--cache", default=None, help="keep (and reuse) the inversion cache at this path")
@@ -74,41 +76,33 @@ def _common(p) -> None:
 
 
 def _settings(args) -> dict:
-    """Resolved settings: explicit flags, else params.yaml, else the dataclass defaults."""
-    from ..config import PARAMS, load_params, section
-    from ..diffusion.models import ModelsConfig
-    from ..diffusion.pipeline import EditConfig
+    """Resolved settings: explicit flags, else params.yaml, else the settings defaults (= conf/)."""
+    import dataclasses
+
+    from ..config import PARAMS
+    from ..settings import Settings, load_settings
 
     params_file = Path(args.params) if args.params else PARAMS
     if args.params and not params_file.is_file():
         raise InputError(params_file, "parameters file not found")
-    params = load_params(params_file) if (args.params or params_file.is_file()) else {}
-    edit = section(params, EditConfig, "edit") if "edit" in params else EditConfig()
-    data = params.get("data", {})
-    if args.steps is not None:
-        if args.steps < 1:
-            raise InputError(None, f"--steps must be >= 1, got {args.steps}")
-        edit.steps = args.steps
-    if getattr(args, "negative_prompt", None) is not None:
-        edit.negative_prompt = args.negative_prompt
-    if getattr(args, "guidance_scale", None) is not None:
-        edit.guidance_scale = args.guidance_scale
-    try:
-        edit.__post_init__()  # re-validate after overrides
-    except ValueError as e:
-        raise InputError(None, str(e)) from e
-    models = Path(args.models or (Path(params_file).parent / DEFAULT_MODELS if params else DEFAULT_MODELS))
-    face_index = data.get("face_index", 0) if args.face_index is None else args.face_index
+    found = bool(args.params) or params_file.is_file()
+    settings = load_settings(params_file) if found else Settings()
+    if args.steps is not None and args.steps < 1:
+        raise InputError(None, f"--steps must be >= 1, got {args.steps}")
+    overrides = {"steps": args.steps, "negative_prompt": getattr(args, "negative_prompt", None),
+                 "guidance_scale": getattr(args, "guidance_scale", None)}
+    edit = dataclasses.replace(settings.edit, **{k: v for k, v in overrides.items() if v is not None})  # re-validated
+    data = settings.data
+    models = Path(args.models or (params_file.parent / DEFAULT_MODELS if found else DEFAULT_MODELS))
+    face_index = data.face_index if args.face_index is None else args.face_index
     if face_index < 0:
         raise InputError(None, f"--face-index must be >= 0, got {face_index}")
     return {
-        "params_file": str(params_file) if params else None, "profile": params.get("profile"), "edit": edit,
-        "models": models, "branches": _branches_dir(args.branches, models),
-        "dtype": section(params, ModelsConfig, "models").dtype if "models" in params else "float32",
-        "device": args.device or params.get("device", "cpu"),
-        "seed": int(params.get("seed", 0)) if args.seed is None else args.seed,
-        "face_index": int(face_index), "min_face_px": float(data.get("min_face_px", 0.0)),
-        "smooth_sigma": float(data.get("smooth_sigma", 2.0)), "crop_scale": float(data.get("crop_scale", 1.0)),
+        "params_file": str(params_file) if found else None, "profile": settings.profile if found else None, "edit": edit,
+        "models": models, "branches": _branches_dir(args.branches, models), "dtype": settings.models.dtype,
+        "device": args.device or settings.device, "seed": settings.seed if args.seed is None else args.seed,
+        "face_index": int(face_index), "min_face_px": float(data.min_face_px),
+        "smooth_sigma": float(data.smooth_sigma), "crop_scale": float(data.crop_scale),
     }
 
 
@@ -137,11 +131,6 @@ def _check_branches(s: dict, used: set[str]) -> None:
     if missing and s["branches"] != s["models"].parent / "branches":
         raise InputError(s["branches"], f"has no {', '.join(b + '/' for b in missing)} branch folder "
                                         f"(the method needs {', '.join(sorted(used))})")
-
-
-def record_path(video: Path) -> Path:
-    """out.mp4 -> out.mp4.json (the record names the video it describes)."""
-    return video.with_name(video.name + ".json")
 
 
 def _check_paths(src: Path, dst: Path | None = None) -> None:
@@ -212,21 +201,13 @@ def _model_crop_size(s: dict, crop_size: int | None) -> int:
 
 
 def _load(s: dict, used_branches: set[str]):
-    """Components on the device in the dtype (float32 on CPU), and the branches the run uses."""
-    from ..diffusion.branches import load_branches
-    from ..diffusion.models import load_components, resolve_device
+    """Components on the device (float32 on CPU) and the branches the run uses (editing.Engine)."""
+    from ..editing import Engine
 
-    device = resolve_device(s["device"])
-    dtype = s["dtype"] if device.type != "cpu" else "float32"  # half precision is slow or unsupported on CPU
-    comps = load_components(s["models"], device, dtype)
     folder = s["branches"]
     paths = {b: (folder / b if folder is not None and (folder / b).exists() else None) for b in sorted(used_branches)}
-    branches = load_branches(comps.unet, paths)
-    if comps.info.get("weights") == "random":
-        from ..diffusion.pipeline import RANDOM_WEIGHTS_NOTE
-
-        log.warning("%s: %s", s["models"], RANDOM_WEIGHTS_NOTE)
-    return comps, branches
+    engine = Engine.load(s["models"], paths, s["device"], s["dtype"])
+    return engine.components, engine.branches
 
 
 # --------------------------------------------------------------------------- face choice and crops
@@ -438,7 +419,7 @@ def run_edit(args) -> int:
     import time
 
     from ..checkpoint import WorkDir
-    from ..diffusion.methods import get_method
+    from ..registry import get_method
     from ..video import probe
 
     if not args.prompt.strip():
@@ -448,7 +429,7 @@ def run_edit(args) -> int:
     _check_span(args)
     method = get_method(args.method)
     s = _settings(args)
-    used = {"identity"} | ({method.edit_branch} - {"base"})
+    used = {"identity"} | method.branches
     _check_branches(s, used)
     size = _model_crop_size(s, args.crop_size)
     choice = face_choice(args, s)
@@ -478,8 +459,9 @@ def _edit_into(work, args, s: dict, src: Path, dst: Path, info, span: range, met
     from ..video import write_video
 
     track, chosen = _track(work, src, s, size, span, choice)  # no face: refused before loading models
-    comps, branches = _load(s, {"identity"} | ({method.edit_branch} - {"base"}))
-    from ..diffusion.pipeline import IPFaceDiffPipeline, models_record
+    comps, branches = _load(s, {"identity"} | method.branches)
+    from ..diffusion.pipeline import IPFaceDiffPipeline
+    from ..editing import models_record
 
     crops = write_crops(src, track, span, work / "crops")
     cache = _invert(comps, branches, crops, Path(args.cache) if args.cache else work / "inversion.safetensors", s,
