@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from wild_clips import tone, write_clip
 
-from ipfacediff.checkpoint import work_dir_for
+from ipfacediff.editing.checkpoint import work_dir_for
 from ipfacediff.fsio import sha256_file
 
 pytestmark = pytest.mark.slow
@@ -76,7 +76,7 @@ def test_kill_9_anywhere_then_rerun_is_bit_identical(media_dir, tiny_models, tmp
 
 
 def test_changed_arguments_start_afresh(tmp_path):
-    from ipfacediff.checkpoint import WorkDir
+    from ipfacediff.editing.checkpoint import WorkDir
 
     w = WorkDir(tmp_path / "o.mp4", {"prompt": "a"})
     (w / "track.npz").write_bytes(b"x")

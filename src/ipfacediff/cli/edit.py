@@ -5,7 +5,7 @@ the identity branch, edit them (IPFaceDiffPipeline), paste them back through a f
 with the inverse transform, and write the result at the original size, every frame at its original
 timestamp, with the audio carried, plus OUTPUT.json (e.g. out.mp4.json) holding the resolved
 configuration. Nothing is written unless everything succeeds; an interrupted edit resumes where it
-stopped when run again with the same arguments (see ipfacediff.checkpoint).
+stopped when run again with the same arguments (see ipfacediff.editing.checkpoint).
 """
 
 from __future__ import annotations
@@ -261,8 +261,8 @@ def write_crops(path: Path, track, span: range, folder: Path):
 
     from tqdm import tqdm
 
-    from ..checkpoint import write_png_atomic
     from ..diffusion.inversion import CropFrames
+    from ..editing.checkpoint import write_png_atomic
     from ..face import crop
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -357,28 +357,6 @@ def _track(work, src, s, size, span, choice):
     return track, choice.chosen
 
 
-def _edit_latents(pipe, work, args, cache, s, method):
-    """The edited latents; every denoising step is checkpointed and a rerun continues from the last."""
-    import torch
-
-    from ..checkpoint import load_torch, save_torch
-
-    done = load_torch(work / "edit_latents.pt")
-    if done is not None:
-        return done["latents"], done["info"]
-    resume = load_torch(work / "edit_step.pt")
-    if resume is not None:
-        log.info("resuming the edit after step %d of %d", resume["step"], s["edit"].steps)
-
-    def checkpoint(_pipe, step, timestep, state):
-        save_torch(work / "edit_step.pt", state)
-
-    out = pipe(args.prompt, cache, generator=torch.Generator().manual_seed(s["seed"]), method=method.name,
-               output_type="latent", callback_on_step_end=checkpoint, resume=resume)
-    save_torch(work / "edit_latents.pt", {"latents": out.latents, "info": json.loads(json.dumps(out.info, default=str))})
-    return out.latents, out.info
-
-
 def _edited_frames(pipe, work, latents, src, track, span, size):
     """Decode and paste back the edited span, one VAE batch at a time, each batch's frames saved as
     PNGs (a batch whose frames all exist is done: decoding resumes at the first incomplete batch)."""
@@ -386,8 +364,8 @@ def _edited_frames(pipe, work, latents, src, track, span, size):
 
     from tqdm import tqdm
 
-    from ..checkpoint import write_png_atomic
     from ..diffusion.models import decode_latents, tensor_to_uint8
+    from ..editing.checkpoint import write_png_atomic
     from ..face import face_mask, paste_back
     from ..video import iter_frames
 
@@ -408,7 +386,7 @@ def _edited_frames(pipe, work, latents, src, track, span, size):
 
 def _output_frames(src: Path, work, span: range):
     """Every frame of the clip: the edited ones inside the span, the decoded input elsewhere."""
-    from ..checkpoint import read_png
+    from ..editing.checkpoint import read_png
     from ..video import iter_frames
 
     for i, frame in enumerate(iter_frames(src)):
@@ -418,7 +396,7 @@ def _output_frames(src: Path, work, span: range):
 def run_edit(args) -> int:
     import time
 
-    from ..checkpoint import WorkDir
+    from ..editing.checkpoint import WorkDir
     from ..registry import get_method
     from ..video import probe
 
@@ -461,13 +439,13 @@ def _edit_into(work, args, s: dict, src: Path, dst: Path, info, span: range, met
     track, chosen = _track(work, src, s, size, span, choice)  # no face: refused before loading models
     comps, branches = _load(s, {"identity"} | method.branches)
     from ..diffusion.pipeline import IPFaceDiffPipeline
-    from ..editing import models_record
+    from ..editing import edit_with_checkpoints, models_record
 
     crops = write_crops(src, track, span, work / "crops")
     cache = _invert(comps, branches, crops, Path(args.cache) if args.cache else work / "inversion.safetensors", s,
                     args.source_prompt)
     pipe = IPFaceDiffPipeline(comps, branches, s["edit"], progress=True)
-    latents, edit_info = _edit_latents(pipe, work, args, cache, s, method)
+    latents, edit_info = edit_with_checkpoints(pipe, work, args.prompt, cache, s["seed"], method.name)
     _edited_frames(pipe, work, latents, src, track, span, size)
     record = {
         "input": info.to_dict(), "prompt": args.prompt, "method": method.name, "seed": s["seed"], "profile": s["profile"],

@@ -1,4 +1,4 @@
-"""Resumable work of one edit: kill it at any moment, run the same command again, get the same bytes.
+"""Resumable work of one edit job: kill it at any moment, run the same command again, get the same bytes.
 
 The work folder sits beside the output (`.OUTPUT.ipfacediff-work/`, same filesystem, so finished
 files move into place atomically) and belongs to one fingerprint of everything that determines the
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fsio import atomic_path
+from ..fsio import atomic_path
 
 FINGERPRINT_FILE = "fingerprint.json"
 
@@ -110,3 +110,24 @@ def read_png(path: Path) -> np.ndarray:
     if img is None:
         raise OSError(f"{path}: unreadable PNG")
     return np.ascontiguousarray(img[:, :, ::-1])
+
+
+def edit_with_checkpoints(pipe, work: WorkDir, prompt: str, inversion, seed: int, method: str):
+    """(latents, info) of `pipe`'s edit, every denoising step checkpointed in `work` (latents,
+    generator state, keyframes so far) through the pipeline's `callback_on_step_end`; a rerun
+    continues after the last completed step (`resume=`) and gives the same latents bit for bit."""
+    import torch
+
+    done = load_torch(work / "edit_latents.pt")
+    if done is not None:
+        return done["latents"], done["info"]
+    resume = load_torch(work / "edit_step.pt")
+
+    def checkpoint(_pipe, step, timestep, state):
+        save_torch(work / "edit_step.pt", state)
+
+    out = pipe(prompt, inversion, generator=torch.Generator().manual_seed(seed), method=method, output_type="latent",
+               callback_on_step_end=checkpoint, resume=resume)
+    info = json.loads(json.dumps(out.info, default=str))  # plain types: loadable with weights_only
+    save_torch(work / "edit_latents.pt", {"latents": out.latents, "info": info})
+    return out.latents, info
