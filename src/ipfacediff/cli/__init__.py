@@ -20,8 +20,15 @@ from ..errors import InputError
 SUBCOMMAND_MODULES = ["info", "edit", "metrics"]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Argument errors in one line (like every other input error), exit 2; the usage is on --help."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ipfacediff", description="Identity-preserving facial video editing.")
+    parser = OneLineParser(prog="ipfacediff", description="Identity-preserving facial video editing.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging (and the traceback of an internal error)")
     parser.add_argument("--version", action="version", version=f"ipfacediff {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -35,7 +35,7 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True,
                    help="output video (.mp4, .mov or .mkv: the container and audio handling follow it); "
                         "OUTPUT.json (e.g. out.mp4.json) is written beside it")
-    p.add_argument("--method", default="ours", help=f"editing method: {' | '.join(method_names())} (ipfacediff.registry)")
+    p.add_argument("--method", default="ours", choices=method_names(), help="editing method (ipfacediff.registry)")
     p.add_argument("--negative-prompt", default=None, help="default: params edit.negative_prompt")
     p.add_argument("--guidance-scale", type=float, default=None, help="default: params edit.guidance_scale")
     p.add_argument("--cache", default=None, help="keep (and reuse) the inversion cache at this path")
