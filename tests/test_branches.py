@@ -6,13 +6,7 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from ipfacediff.diffusion.branches import (
-    branch_mode,
-    load_branches,
-    lora_config,
-    read_branch_meta,
-    save_branch,
-)
+from ipfacediff.diffusion.branches import branch_mode, load_branches, lora_config, read_branch_meta, save_branch
 from ipfacediff.errors import InputError
 
 

@@ -11,14 +11,7 @@ import pytest
 
 from ipfacediff.errors import InputError
 from ipfacediff.fsio import sha256_file
-from ipfacediff.video import (
-    as_fraction,
-    iter_frames,
-    probe,
-    read_video,
-    resample_indices,
-    write_video,
-)
+from ipfacediff.video import as_fraction, iter_frames, probe, read_video, resample_indices, write_video
 
 
 def make_video(path, n=10, size=(48, 32), fps=25, rotation=None, audio_codec=None, fmt=None, gray=False):

@@ -54,13 +54,7 @@ def run_identity(args) -> int:
 
     from ..metrics.clips import load_clip
     from ..metrics.evaluate import finite
-    from ..metrics.identity import (
-        Embedder,
-        build_gallery,
-        compare,
-        gallery_entries,
-        rank_in_gallery,
-    )
+    from ..metrics.identity import Embedder, build_gallery, compare, gallery_entries, rank_in_gallery
     from ..recognition import get_recognizer
 
     names = args.recognizer or ["sface", "dlib", "facenet"]

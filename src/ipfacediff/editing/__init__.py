@@ -6,37 +6,11 @@ diffusion/ imports this package.
 
 from .checkpoint import WorkDir, edit_with_checkpoints, work_dir_for
 from .engine import Engine, branch_dirs
-from .jobs import (
-    EditJob,
-    check_inversion,
-    edit_item,
-    plan_edits,
-    run_edit_stage,
-    source_inversion,
-)
-from .records import (
-    RANDOM_WEIGHTS_NOTE,
-    fingerprint,
-    models_record,
-    up_to_date,
-    write_edit,
-)
+from .jobs import EditJob, check_inversion, edit_item, plan_edits, run_edit_stage, source_inversion
+from .records import RANDOM_WEIGHTS_NOTE, fingerprint, models_record, up_to_date, write_edit
 
 __all__ = [
-    "RANDOM_WEIGHTS_NOTE",
-    "EditJob",
-    "Engine",
-    "WorkDir",
-    "branch_dirs",
-    "check_inversion",
-    "edit_item",
-    "edit_with_checkpoints",
-    "fingerprint",
-    "models_record",
-    "plan_edits",
-    "run_edit_stage",
-    "source_inversion",
-    "up_to_date",
-    "work_dir_for",
-    "write_edit",
+    "Engine", "branch_dirs", "EditJob", "check_inversion", "edit_item", "plan_edits", "run_edit_stage", "source_inversion",
+    "RANDOM_WEIGHTS_NOTE", "fingerprint", "models_record", "up_to_date", "write_edit",
+    "WorkDir", "edit_with_checkpoints", "work_dir_for",
 ]

@@ -9,26 +9,8 @@ Typical use (edit a face in a video):
         out = paste_back(frame, edit(c), track.smoothed[i], mask)
 """
 
-from .align import (
-    ARCFACE_112,
-    align_transform,
-    crop,
-    invert_affine,
-    template,
-    transform_points,
-    transform_scale,
-    umeyama,
-)
-from .detect import (
-    DETECTOR_NAME,
-    YUNET_SHA256,
-    Face,
-    FaceDetector,
-    as_rgb_uint8,
-    detect_faces,
-    select_face,
-    yunet_path,
-)
+from .align import ARCFACE_112, align_transform, crop, invert_affine, template, transform_points, transform_scale, umeyama
+from .detect import DETECTOR_NAME, YUNET_SHA256, Face, FaceDetector, as_rgb_uint8, detect_faces, select_face, yunet_path
 from .mask import face_mask
 from .paste import paste_back
 from .smooth import gaussian_smooth, jitter, params_to_transforms, transforms_to_params

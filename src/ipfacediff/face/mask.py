@@ -33,8 +33,8 @@ def face_mask(crop_size: int, landmarks_in_crop: np.ndarray | None = None, feath
     centre, axes, angle = face_ellipse(lm)
     shift = 4  # sub-pixel ellipse drawing
     binary = np.zeros((crop_size, crop_size), np.uint8)
-    cv2.ellipse(binary, tuple(round(v * (1 << shift)) for v in centre),
-                tuple(round(v * (1 << shift)) for v in axes), angle, 0, 360, 1, -1, cv2.LINE_8, shift)
+    cv2.ellipse(binary, tuple(int(round(v * (1 << shift))) for v in centre),
+                tuple(int(round(v * (1 << shift))) for v in axes), angle, 0, 360, 1, -1, cv2.LINE_8, shift)
     binary[[0, -1], :] = 0
     binary[:, [0, -1]] = 0
     dist = cv2.distanceTransform(binary, cv2.DIST_L2, 5)

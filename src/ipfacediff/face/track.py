@@ -12,13 +12,7 @@ from ..errors import InputError
 from ..fsio import atomic_path
 from .align import align_transform, transform_points
 from .detect import Face, FaceDetector, default_detector, select_face
-from .smooth import (
-    fill_missing,
-    gaussian_smooth,
-    jitter,
-    params_to_transforms,
-    transforms_to_params,
-)
+from .smooth import fill_missing, gaussian_smooth, jitter, params_to_transforms, transforms_to_params
 
 
 @dataclass
