@@ -42,3 +42,13 @@ def pytest_sessionfinish(session, exitstatus):
     if new:
         print(f"\nERROR: the test suite wrote W&B runs into {ROOT / 'wandb'}: {', '.join(sorted(new))}")
         session.exitstatus = 1
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> Path:
+    """Random-weight diffusion models in the real on-disk layout (built once per session)."""
+    from ipfacediff.diffusion.models import build_tiny
+
+    out = tmp_path_factory.mktemp("tiny_models") / "base"
+    build_tiny(out, seed=0)
+    return out

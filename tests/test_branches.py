@@ -89,3 +89,28 @@ def test_a_folder_that_is_not_a_branch_is_refused(tmp_path):
     (tmp_path / "bad" / "pytorch_lora_weights.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(InputError, match="cannot load LoRA adapter"):
         load_branches(_tiny_unet(), {"identity": tmp_path / "bad"})
+
+
+def test_two_lora_branches_attach_without_peft_warning(tmp_path, inputs):
+    """Both adapters go into one peft tuner: no "Already found a `peft_config`" warning, and the
+    result is what diffusers' own loader gives."""
+    import warnings
+
+    save_branch(_trained("identity", 1), tmp_path / "identity", "identity", "lora")
+    save_branch(_trained("directional", 2), tmp_path / "directional", "directional", "lora")
+    paths = {"identity": tmp_path / "identity", "directional": tmp_path / "directional"}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        branches = load_branches(_tiny_unet(), paths)
+    assert not [w for w in caught if "peft_config" in str(w.message)]
+    reference = _tiny_unet()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # diffusers' loader itself warns for the second adapter
+        for name, path in paths.items():
+            reference.load_lora_adapter(str(path), adapter_name=name, prefix=None, use_safetensors=True)
+    x, e = inputs
+    with torch.no_grad():
+        for name in paths:
+            reference.set_adapters([name])
+            with branches.use(name) as unet:
+                assert torch.equal(unet(x, 10, e).sample, reference(x, 10, e).sample)

@@ -51,12 +51,12 @@ def test_edit_keeps_size_fps_frames_audio_and_background(clip, models_dir, tmp_p
 
     out = tmp_path / "edited.mp4"
     code, stdout, err = run(["edit", str(clip), "-p", "a person with bangs, sunglasses and a French beard", "-o", str(out),
-                             "--models", str(models_dir), "--branches", str(tmp_path / "none"), "--steps", "2", "--seed", "3"], capsys)
+                             "--models", str(models_dir), "--branches", "base", "--steps", "2", "--seed", "3"], capsys)
     assert code == 0, err
     src, res = probe(clip), probe(out)
     assert (res.width, res.height, res.n_frames, res.fps) == (src.width, src.height, src.n_frames, src.fps)
     assert res.has_audio
-    record = json.loads(out.with_suffix(".json").read_text())
+    record = json.loads((tmp_path / "edited.mp4.json").read_text())  # as the README and --help say
     assert record["prompt"].startswith("a person with bangs") and record["seed"] == 3
     assert record["config"]["steps"] == 2 and record["config"]["crop_size"] == 64
     assert record["models"]["weights"] == "random" and "not meaningful" in record["models"]["note"]
@@ -80,7 +80,7 @@ def test_invert_then_edit_from_cache(clip, models_dir, tmp_path, capsys):
                         "--method", "per_frame", *common], capsys)
     assert code == 0, err
     assert cache.stat().st_mtime_ns == before  # the valid cache was reused, not rewritten
-    assert json.loads((tmp_path / "old.json").read_text())["edit"]["keyframes"] == []
+    assert json.loads((tmp_path / "old.mp4.json").read_text())["edit"]["keyframes"] == []
 
 
 def test_output_equal_to_input_refused(clip, models_dir, capsys, tmp_path):

@@ -80,3 +80,21 @@ def test_info_through_dispatcher_exit_codes(media_dir, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "ipfacediff.cli", "info", str(tmp_path / "bad.mp4")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "bad.mp4" in bad.stderr
+
+
+def test_info_says_which_index_is_which_face(media_dir, tmp_path, capsys):
+    """Two faces: each index gets its own box and size, in JSON and text (largest = #0)."""
+    canvas = np.full((360, 520, 3), 200, np.uint8)
+    canvas[20:340, 10:330] = cv2.resize(cv2.imread(str(media_dir / "stills" / "grace_hopper_512x512.jpg"))[:, :, ::-1], (320, 320))
+    canvas[100:260, 350:510] = cv2.resize(cv2.imread(str(media_dir / "stills" / "skimage_astronaut.png"))[:300, 100:400, ::-1], (160, 160))
+    write_video(tmp_path / "two.mp4", [canvas] * 3, 10, crf=12)
+    run_info([str(tmp_path / "two.mp4"), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    for faces in out["faces_by_frame"]:
+        assert [f["index"] for f in faces] == [0, 1]
+        assert faces[0]["box"][2] < 340 < faces[1]["box"][0]  # #0 is the big face on the left
+        assert faces[0]["size_px"] > 2 * faces[1]["size_px"] > 60  # 320 px vs 160 px pastes
+    run_info([str(tmp_path / "two.mp4")])
+    text = capsys.readouterr().out
+    lines = [line for line in text.splitlines() if line.strip().startswith(("#0:", "#1:"))]
+    assert len(lines) == 2 and "box x" in lines[0] and " px " in lines[1]

@@ -58,6 +58,15 @@ def pcm(path):
         return np.concatenate([f.to_ndarray().astype(np.float64).reshape(-1) for f in c.decode(audio=0)])
 
 
+def first_channel(path) -> tuple[np.ndarray, int]:
+    """(samples of the first audio channel as float, sample rate)."""
+    with av.open(str(path)) as c:
+        frames = list(c.decode(audio=0))
+        rate = c.streams.audio[0].sample_rate
+    ch = [f.to_ndarray()[0] if f.format.is_planar else f.to_ndarray()[0][:: len(f.layout.channels)] for f in frames]
+    return np.concatenate(ch).astype(np.float64), rate
+
+
 # --------------------------------------------------------------------------------------- real media
 @pytest.mark.parametrize("name", ["grid_bbaf2n.mpg", "grid_lbbc2a.mpg", "grid_lwbsza.mpg"])
 def test_probe_grid_exact(media_dir, name):
@@ -81,17 +90,29 @@ def test_read_video_real(media_dir):
     assert sha256_file(path) == before  # input never modified
 
 
-def test_audio_stream_copied_in_sync(media_dir, tmp_path):
+def lag_samples(a, b, max_lag):
+    """Lag of b against a (samples) maximising their cross-correlation within +-max_lag."""
+    n = min(len(a), len(b)) - 2 * max_lag
+    scores = [float(np.dot(a[max_lag:max_lag + n], b[max_lag + k:max_lag + k + n])) for k in range(-max_lag, max_lag + 1)]
+    return int(np.argmax(scores)) - max_lag
+
+
+def test_audio_stream_copied_into_mkv_and_mp2_transcoded_for_mp4(media_dir, tmp_path):
     src = media_dir / "videos" / "grid_bbaf2n.mpg"
     before = sha256_file(src)
     v = read_video(src)
-    res = write_video(tmp_path / "out.mp4", v.frames, v.fps, audio_from=src)
+    res = write_video(tmp_path / "out.mkv", v.frames, v.fps, audio_from=src)
     assert res.audio == "copied mp2" and res.n_frames == 75
-    info = probe(tmp_path / "out.mp4")
-    assert info.has_audio and info.n_frames == 75 and info.fps == 25
-    a, b = pcm(tmp_path / "out.mp4"), pcm(src) / 32768.0  # float vs s16 decoder of the same MP2 stream
-    assert len(a) == len(b)
-    assert np.abs(a - b).max() < 2e-3  # stream copy: only decoder rounding differs
+    info = probe(tmp_path / "out.mkv")
+    assert info.has_audio and info.n_frames == 75 and info.fps == 25 and info.audio_codec == "mp2"
+    a, b = pcm(tmp_path / "out.mkv"), pcm(src)
+    assert np.array_equal(a, b)  # stream copy, same decoder: the same samples
+    # MP4: the muxer would take MP2 but many players refuse it, so it is re-encoded to AAC, in sync
+    res = write_video(tmp_path / "out.mp4", v.frames, v.fps, audio_from=src)
+    assert res.audio == "transcoded mp2 -> aac" and probe(tmp_path / "out.mp4").audio_codec == "aac"
+    (b, rate), (c, _) = first_channel(src), first_channel(tmp_path / "out.mp4")
+    assert 0 <= len(c) - len(b) < 1024  # the last AAC frame (1024 samples) is completed with silence
+    assert abs(lag_samples(b[:rate], c[:rate], 441)) <= rate // 1000  # first second: within 1 ms (search +-10 ms); a frame is 40 ms
     assert sha256_file(src) == before
 
 
@@ -112,18 +133,40 @@ def test_exact_ntsc_rate_and_every_frame(tmp_path):
     assert info.duration_s == pytest.approx(13 * 1001 / 30000)
 
 
-def test_odd_size_padded_and_restored(tmp_path):
+@pytest.mark.parametrize("size", [(47, 31), (161, 121), (160, 121), (161, 120)])
+def test_odd_size_kept_exactly(tmp_path, size):
+    w, h = size
     rng = np.random.default_rng(1)
-    luma = rng.integers(16, 235, (31, 47, 1), dtype=np.uint8)  # gray: no chroma to subsample
-    frames = np.ascontiguousarray(np.broadcast_to(luma, (5, 31, 47, 3)))
+    luma = rng.integers(16, 235, (h, w, 1), dtype=np.uint8)  # gray: no chroma to subsample
+    frames = np.ascontiguousarray(np.broadcast_to(luma, (5, h, w, 3)))
     res = write_video(tmp_path / "odd.mp4", frames, 25, crf=0)
-    assert res.pad == (1, 1) and (res.width, res.height) == (47, 31)
+    assert res.pad == (0, 0) and (res.width, res.height) == size and res.pix_fmt == "yuv444p"
     v = read_video(tmp_path / "odd.mp4")
-    assert v.frames.shape == (5, 31, 47, 3)
-    with av.open(str(tmp_path / "odd.mp4")) as c:  # the encoded stream really is even
-        assert (c.streams.video[0].width, c.streams.video[0].height) == (48, 32)
-    # crf 0 on gray content: only YUV<->RGB rounding remains, and nothing is shifted by the padding
+    assert v.frames.shape == (5, h, w, 3)
+    with av.open(str(tmp_path / "odd.mp4")) as c:  # the encoded stream itself has the odd size (any player sees it)
+        assert (c.streams.video[0].width, c.streams.video[0].height) == size
+        assert c.metadata.get("comment") is None
+    # crf 0 on gray content: only YUV<->RGB rounding remains (1 code value each way, x3 margin)
     assert np.abs(v.frames.astype(int) - frames).max() <= 3
+    assert probe(tmp_path / "odd.mp4").width == w
+
+
+def test_old_padded_files_still_cropped(tmp_path):
+    """Files from earlier versions: even-padded stream, true size in the container comment."""
+    path = tmp_path / "old.mp4"
+    c = av.open(str(path), "w")
+    c.metadata["comment"] = "ipfacediff:size=47x31"
+    v = c.add_stream("libx264", rate=25)
+    v.width, v.height, v.pix_fmt = 48, 32, "yuv420p"
+    for i in range(3):
+        f = av.VideoFrame.from_ndarray(np.full((32, 48, 3), 100, np.uint8), format="rgb24").reformat(format="yuv420p")
+        f.pts = i
+        for p in v.encode(f):
+            c.mux(p)
+    for p in v.encode():
+        c.mux(p)
+    c.close()
+    assert read_video(path).frames.shape == (3, 31, 47, 3) and (probe(path).width, probe(path).height) == (47, 31)
 
 
 def test_lossless_is_bit_exact(tmp_path):
@@ -270,3 +313,82 @@ def test_copy_of_input_untouched_by_write(media_dir, tmp_path):
     assert sha256_file(src) == h
     dur = len(pcm(tmp_path / "o.mp4")) / 2 / 44100  # stereo interleaved-flattened samples
     assert 0.35 < dur < 0.5
+
+
+# --------------------------------------------------------------------------------------- in the wild
+def test_webcam_avi_u8_pcm_audio_carried(tmp_path):
+    from wild_clips import webcam_avi
+
+    src = webcam_avi(tmp_path / "cam.avi", n=8)
+    before = sha256_file(src)
+    info = probe(src)
+    assert (info.codec, info.audio_codec) == ("mjpeg", "pcm_u8")
+    v = read_video(src)
+    res = write_video(tmp_path / "out.mp4", v.frames, info.fps, audio_from=src, timeline=info.timeline)
+    assert res.audio == "transcoded pcm_u8 -> aac" and res.audio_carried
+    out = probe(tmp_path / "out.mp4")
+    assert out.audio_codec == "aac" and out.n_frames == 8 and (out.width, out.height) == (64, 48)
+    (a, rate_a), (b, rate_b) = first_channel(src), first_channel(tmp_path / "out.mp4")
+    assert rate_a == rate_b == 11025  # a rate AAC takes: kept
+    assert abs(lag_samples((a - 128) / 128, b, 200)) <= 11  # 1 ms
+    res = write_video(tmp_path / "out.mkv", v.frames, info.fps, audio_from=src, timeline=info.timeline)
+    assert res.audio == "copied pcm_u8"  # Matroska takes PCM: kept as it is
+    assert np.array_equal(first_channel(tmp_path / "out.mkv")[0], a)
+    assert sha256_file(src) == before
+
+
+def frame_times(path) -> list[Fraction]:
+    with av.open(str(path)) as c:
+        times = [Fraction(f.pts) * f.time_base for f in c.decode(video=0)]
+    return [t - times[0] for t in times]
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mov"])
+def test_vfr_timestamps_kept_exactly_and_audio_in_sync(tmp_path, suffix):
+    from wild_clips import FLASH, VFR_PTS, vfr_click_clip
+
+    src = vfr_click_clip(tmp_path / "vfr.mov")
+    info = probe(src)
+    expected = [Fraction(p, 15) for p in VFR_PTS]
+    assert info.vfr and [p * info.timeline.time_base for p in info.timeline.pts] == expected
+    v = read_video(src)
+    res = write_video(tmp_path / f"out{suffix}", v.frames, info.fps, audio_from=src, timeline=info.timeline)
+    assert res.timestamps == "source"
+    assert frame_times(tmp_path / f"out{suffix}") == expected  # exact, not rounded
+    out = read_video(tmp_path / f"out{suffix}")
+    flash_t = out.times[int(np.argmax(out.frames.reshape(len(out), -1).mean(1)))]
+    assert flash_t == pytest.approx(VFR_PTS[FLASH] / 15)
+    samples, rate = first_channel(tmp_path / f"out{suffix}")
+    click_t = int(np.argmax(np.abs(samples))) / rate
+    # the click is 5 ms long and AAC smears it over < 1 frame of 1024 samples (64 ms at 16 kHz);
+    # the requirement is sync within one video frame (1/15 s)
+    assert abs(click_t - flash_t) < 1 / 15
+
+
+def test_constant_rate_without_timeline_is_i_over_fps(tmp_path):
+    from wild_clips import vfr_click_clip
+
+    src = vfr_click_clip(tmp_path / "vfr.mov")
+    write_video(tmp_path / "cfr.mp4", read_video(src).frames, 15)
+    assert frame_times(tmp_path / "cfr.mp4") == [Fraction(i, 15) for i in range(8)]
+
+
+def test_audio_that_cannot_be_carried_is_dropped_and_said(tmp_path, monkeypatch, caplog):
+    from types import SimpleNamespace
+
+    from wild_clips import webcam_avi
+
+    from ipfacediff import video
+
+    unknown = SimpleNamespace(codec_context=SimpleNamespace(name="no_such_codec", sample_rate=8000))
+    plan, note = video._audio_plan("mp4", (None, unknown, 0.0))
+    assert plan == "drop" and note == "dropped no_such_codec: FFmpeg has no decoder for it"
+    silent = SimpleNamespace(codec_context=SimpleNamespace(name="pcm_s16le", sample_rate=0))
+    assert video._audio_plan("mp4", (None, silent, 0.0))[0] == "drop"
+    # the whole write still completes, without audio, and says so
+    src = webcam_avi(tmp_path / "cam.avi", n=4)
+    monkeypatch.setattr(video, "_audio_plan", lambda fmt, s: ("drop", "dropped pcm_u8: test"))
+    res = write_video(tmp_path / "out.mp4", read_video(src).frames, 15, audio_from=src)
+    assert not res.audio_carried and res.audio == "dropped pcm_u8: test" and res.n_frames == 4
+    assert not probe(tmp_path / "out.mp4").has_audio
+    assert any("audio not carried" in r.getMessage() for r in caplog.records)

@@ -148,8 +148,9 @@ def edit_path(edits: str | Path, method: str, prompt: str, vid: str) -> Path:
 
 
 def record_path(output: str | Path) -> Path:
-    """The JSON record written beside an output video."""
-    return Path(output).with_suffix(".json")
+    """The JSON record written beside an output video: out.mp4 -> out.mp4.json (it names the video)."""
+    output = Path(output)
+    return output.with_name(output.name + ".json")
 
 
 # ------------------------------------------------------------------------- prepped videos

@@ -1,4 +1,4 @@
-"""Video I/O with PyAV: exact rational fps, every frame, rotation applied, audio stream-copied.
+"""Video I/O with PyAV: exact timestamps, every frame, rotation applied, exact size, any audio.
 
 Conventions (the contract other modules rely on):
 - Frames are uint8 RGB arrays (H, W, 3), rotation metadata already applied (display orientation).
@@ -6,12 +6,18 @@ Conventions (the contract other modules rely on):
 - `rotation` is the display-matrix angle in degrees counter-clockwise (PyAV/FFmpeg convention:
   a phone clip tagged "rotate=90" reads as -90); flips in the display matrix are not applied.
 - Frame counts are decoded counts: containers that declare a different number are not trusted.
-- `write_video` pads odd sizes to even (edge replication, right/bottom) because H.264 4:2:0 needs
-  even sizes, records the true size in the container comment, and `read_video` crops it back.
+- `probe` records each frame's presentation timestamp (`Timeline`); `write_video(..., timeline=)`
+  writes them back unchanged, so variable-frame-rate clips stay variable and in sync with their audio.
+- Size is kept exactly: even sizes are H.264 4:2:0 (yuv420p, what every player reads); odd sizes,
+  which 4:2:0 cannot represent, are H.264 4:4:4 (yuv444p, High 4:4:4 profile) at the true size.
+  Files written by older versions (padded to even, true size in the container comment) are cropped.
+- Audio: stream copy where the output container takes the codec (and players read it: MP2 is not
+  copied into MP4/MOV), otherwise decoded, resampled to what the encoder accepts and encoded (AAC).
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 from collections.abc import Iterable, Iterator
@@ -26,10 +32,54 @@ from .fsio import atomic_path
 
 log = logging.getLogger(__name__)
 
-# Audio codecs FFmpeg's mp4/mov muxer accepts by stream copy; anything else is transcoded to AAC.
-MP4_AUDIO_COPY = frozenset({"aac", "mp3", "mp2", "ac3", "eac3", "opus", "flac", "alac"})
 SIZE_TAG = re.compile(r"ipfacediff:size=(\d+)x(\d+)")
-VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv"}
+# output suffix -> FFmpeg muxer
+CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
+VIDEO_SUFFIXES = set(CONTAINERS)
+# Audio codecs stream-copied into MP4/MOV. The muxer also takes MP2 (and a few others) but many
+# players (browsers, QuickTime) refuse MP2-in-MP4, so those are re-encoded; Matroska takes anything
+# its muxer accepts (PCM stays PCM).
+PLAYER_SAFE_AUDIO = {
+    "mp4": frozenset({"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"}),
+    "mov": frozenset({"aac", "mp3", "ac3", "eac3", "alac", "pcm_s16le", "pcm_s16be", "pcm_s24le", "pcm_f32le"}),
+}
+AUDIO_ENCODER = "aac"  # when the source audio cannot be copied
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Presentation times of the decoded frames: `pts[i] * time_base` seconds after frame 0.
+
+    Strictly increasing (a repeated or backwards timestamp is moved one tick after its predecessor,
+    which is what a player does when it shows every frame)."""
+
+    pts: tuple[int, ...]
+    time_base: Fraction
+
+    def __len__(self) -> int:
+        return len(self.pts)
+
+    def seconds(self) -> np.ndarray:
+        return np.array([float(p * self.time_base) for p in self.pts], dtype=np.float64)
+
+    @classmethod
+    def constant(cls, n: int, fps: Fraction) -> Timeline:
+        return cls(tuple(range(n)), Fraction(1) / fps)
+
+
+def _timeline(pts: list[int | None], time_base: Fraction | None, fps: Fraction) -> Timeline:
+    """Relative, strictly increasing pts; frames without a timestamp are placed 1/fps after the last."""
+    if time_base is None or not pts or pts[0] is None:
+        return Timeline.constant(len(pts), fps)
+    tick = max(1, round(1 / (fps * time_base))) if fps else 1
+    out, prev = [], None
+    for p in pts:
+        p = prev + tick if p is None else p - pts[0]
+        if prev is not None and p <= prev:
+            p = prev + 1
+        out.append(p)
+        prev = p
+    return Timeline(tuple(out), time_base)
 
 
 @dataclass
@@ -46,6 +96,7 @@ class VideoInfo:
     audio_codec: str | None = None
     n_frames_declared: int = 0  # what the container claims (0: unknown)
     vfr: bool = False  # frame intervals deviate by more than half a frame from 1/fps
+    timeline: Timeline | None = field(default=None, repr=False)  # every frame's timestamp
 
     @property
     def fps_str(self) -> str:
@@ -81,7 +132,13 @@ class WriteResult:
     height: int
     pad: tuple[int, int]  # (right, bottom) pixels added for the encoder
     fps: Fraction
-    audio: str  # "none" | "copied <codec>" | "transcoded <codec> -> aac"
+    audio: str  # "none" | "copied <codec>" | "transcoded <codec> -> aac" | "dropped <codec>: <why>"
+    pix_fmt: str = "yuv420p"
+    timestamps: str = "constant"  # "constant" (i / fps) or "source" (the timeline passed in)
+
+    @property
+    def audio_carried(self) -> bool:
+        return not self.audio.startswith("dropped")
 
 
 def fraction_str(f: Fraction) -> str:
@@ -144,7 +201,7 @@ def _size_tag(container) -> tuple[int, int] | None:
 
 def _norm_rotation(degrees: float) -> int:
     """Nearest multiple of 90 in (-180, 180]."""
-    return (int(round(degrees / 90.0)) * 90 + 179) % 360 - 179
+    return (round(degrees / 90.0) * 90 + 179) % 360 - 179
 
 
 def _to_rgb(frame, rotation: int, size: tuple[int, int] | None) -> np.ndarray:
@@ -225,7 +282,7 @@ def probe(path: str | Path) -> VideoInfo:
 
     fps, has_audio, audio_codec, codec, declared = _container_facts(path)
     container = _open(path)
-    times, n, rotation, shape = [], 0, 0, None
+    times, pts, time_base, n, rotation, shape = [], [], None, 0, 0, None
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -236,8 +293,10 @@ def probe(path: str | Path) -> VideoInfo:
                     rotation = _norm_rotation(frame.rotation)
                     w, h = (frame.width, frame.height) if size is None else size
                     shape = (h, w) if rotation % 180 == 0 else (w, h)
+                    time_base = Fraction(frame.time_base) if frame.time_base else None
                 if frame.time is not None:
                     times.append(float(frame.time))
+                pts.append(frame.pts)
                 n += 1
         except av.error.FFmpegError as e:
             raise InputError(path, f"corrupt video data after {n} frames (FFmpeg: {_short(e)})") from e
@@ -252,7 +311,7 @@ def probe(path: str | Path) -> VideoInfo:
     return VideoInfo(
         path=str(path), width=shape[1], height=shape[0], fps=fps, n_frames=n, duration_s=float(n / fps),
         has_audio=has_audio, rotation=rotation, codec=codec, audio_codec=audio_codec,
-        n_frames_declared=declared, vfr=_is_vfr(times_a, fps),
+        n_frames_declared=declared, vfr=_is_vfr(times_a, fps), timeline=_timeline(pts, time_base, fps),
     )
 
 
@@ -292,12 +351,6 @@ def _as_rgb_frame(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr[:, :, :3])
 
 
-def _pad_even(arr: np.ndarray, pad: tuple[int, int]) -> np.ndarray:
-    if pad == (0, 0):
-        return arr
-    return np.pad(arr, ((0, pad[1]), (0, pad[0]), (0, 0)), mode="edge")
-
-
 def _audio_source(audio_from: str | Path | None):
     """(container, audio stream, first video time) or None when there is no audio to carry."""
     if audio_from is None:
@@ -311,39 +364,155 @@ def _audio_source(audio_from: str | Path | None):
     return container, container.streams.audio[0], t0
 
 
+def muxer_accepts(container_format: str, stream) -> bool:
+    """Whether FFmpeg's `container_format` muxer takes `stream`'s codec by stream copy (asked of
+    the muxer itself: a header is written to memory)."""
+    import av
+
+    try:
+        with av.open(io.BytesIO(), mode="w", format=container_format) as probe_out:
+            probe_out.add_stream_from_template(stream)
+            probe_out.start_encoding()
+    except (av.error.FFmpegError, ValueError, TypeError):
+        return False
+    return True
+
+
+def _copyable(container_format: str, stream) -> bool:
+    codec = stream.codec_context.name
+    safe = PLAYER_SAFE_AUDIO.get(container_format)
+    return (safe is None or codec in safe) and muxer_accepts(container_format, stream)
+
+
+def _encoder_settings(src_ctx) -> dict:
+    """Sample format, rate and layout the AAC encoder accepts, closest to the source's."""
+    import av
+
+    codec = av.Codec(AUDIO_ENCODER, "w")
+    rates = sorted(codec.audio_rates or [48000])
+    rate = src_ctx.sample_rate or 48000
+    if rate not in rates:  # the next supported rate up (no lost bandwidth), else the highest
+        rate = next((r for r in rates if r >= rate), rates[-1])
+    channels = src_ctx.channels or len(src_ctx.layout.channels)
+    layout = "mono" if channels == 1 else "stereo"  # more channels are downmixed by the resampler
+    return {"format": codec.audio_formats[0].name, "rate": rate, "layout": layout}
+
+
+def _trimmed(frame, t_shift: float, end_s: float | None):
+    """(`frame` cut to the output span [0, end_s), its first sample's output time) or None; times
+    are relative to the first video frame (`t_shift` seconds into the source)."""
+    import av
+
+    if frame.time is None:
+        return frame, None
+    rate = frame.sample_rate
+    t = float(frame.time) - t_shift
+    first = max(0, round(-t * rate))
+    last = frame.samples if end_s is None else min(frame.samples, round((end_s - t) * rate))
+    if last <= first:
+        return None
+    if first == 0 and last == frame.samples:
+        return frame, t
+    arr = frame.to_ndarray()
+    ch = 1 if frame.format.is_planar else len(frame.layout.channels)
+    part = av.AudioFrame.from_ndarray(np.ascontiguousarray(arr[:, first * ch:last * ch]), format=frame.format.name,
+                                      layout=frame.layout.name)
+    part.sample_rate = rate
+    return part, t + first / rate
+
+
+def _encode_audio(out, src, out_stream, t_shift: float, end_s: float | None) -> str | None:
+    """Decode, cut, resample and encode the source audio, silence-padded at the start so the
+    first sample plays at its own time relative to the first video frame. Returns a problem
+    (decoding stopped early) or None."""
+    import av
+
+    container, a, _ = src
+    ctx = out_stream.codec_context
+    resampler = av.AudioResampler(format=ctx.format.name, layout=ctx.layout.name, rate=ctx.sample_rate,
+                                  frame_size=ctx.frame_size or 1024)
+    written, started, problem = 0, False, None  # written: samples at the output rate
+
+    def encode(frames):
+        nonlocal written
+        for rf in frames:
+            rf.pts, rf.time_base = written, Fraction(1, ctx.sample_rate)
+            written += rf.samples
+            for pkt in out_stream.encode(rf):
+                out.mux(pkt)
+
+    try:
+        for frame in container.decode(a):
+            cut = _trimmed(frame, t_shift, end_s)
+            if cut is None:
+                continue
+            frame, t = cut
+            if not started and t is not None and t > 0:  # audio starts after the video: keep its offset
+                encode(resampler.resample(_silence(round(t * frame.sample_rate), frame)))
+            started = True
+            frame.pts = None  # the resampler and the counter above own the timing from here
+            encode(resampler.resample(frame))
+    except av.error.FFmpegError as e:
+        problem = f"audio decoding stopped after {written / ctx.sample_rate:.2f} s ({_short(e)})"
+    encode(resampler.resample(None))
+    for pkt in out_stream.encode(None):
+        out.mux(pkt)
+    return problem
+
+
+def _silence(n: int, like):
+    """`n` samples of silence in the format, layout and rate of the audio frame `like`."""
+    import av
+
+    channels = len(like.layout.channels)
+    shape = (channels, n) if like.format.is_planar else (1, n * channels)
+    zero = 128 if like.format.name.startswith("u8") else 0  # unsigned 8-bit PCM is centred on 128
+    arr = np.full(shape, zero, dtype=like.to_ndarray().dtype)
+    f = av.AudioFrame.from_ndarray(arr, format=like.format.name, layout=like.layout.name)
+    f.sample_rate = like.sample_rate
+    return f
+
+
 def _copy_audio(out, src, out_stream, t_shift: float, end_s: float | None) -> None:
     container, a, _ = src
+    shift = round(t_shift / a.time_base)
     for pkt in container.demux(a):
         if pkt.dts is None or pkt.pts is None:
             continue
         t = float(pkt.pts * a.time_base) - t_shift
         if t < 0 or (end_s is not None and t >= end_s):
             continue
-        shift = int(round(t_shift / a.time_base))
         pkt.pts, pkt.dts = pkt.pts - shift, pkt.dts - shift
         pkt.stream = out_stream
         out.mux(pkt)
 
 
-def _transcode_audio(out, src, out_stream, t_shift: float, end_s: float | None) -> None:
+def _audio_plan(container_format: str, src) -> tuple[str, str]:
+    """("copy" | "encode" | "drop", note) for the source audio going into `container_format`."""
     import av
 
-    container, a, _ = src
-    resampler = av.AudioResampler(format=out_stream.codec_context.format.name,
-                                  layout=out_stream.codec_context.layout.name, rate=out_stream.codec_context.sample_rate)
-    for frame in container.decode(a):
-        t = float(frame.time) - t_shift if frame.time is not None else 0.0
-        if t < 0 or (end_s is not None and t >= end_s):
-            continue
-        frame.pts = None
-        for rf in resampler.resample(frame):
-            for pkt in out_stream.encode(rf):
-                out.mux(pkt)
-    for rf in resampler.resample(None):
-        for pkt in out_stream.encode(rf):
-            out.mux(pkt)
-    for pkt in out_stream.encode(None):
-        out.mux(pkt)
+    a = src[1]
+    codec = a.codec_context.name if a.codec_context else "unknown"
+    if _copyable(container_format, a):
+        return "copy", f"copied {codec}"
+    try:
+        av.Codec(codec, "r")
+    except (av.error.FFmpegError, ValueError):
+        return "drop", f"dropped {codec}: FFmpeg has no decoder for it"
+    if not a.codec_context.sample_rate:
+        return "drop", f"dropped {codec}: the stream declares no sample rate"
+    return "encode", f"transcoded {codec} -> {AUDIO_ENCODER}"
+
+
+def _video_stream(out, w: int, h: int, fps: Fraction, time_base: Fraction, crf: int, lossless: bool, preset: str):
+    vs = out.add_stream("libx264rgb" if lossless else "libx264", rate=fps)
+    vs.width, vs.height = w, h
+    # 4:2:0 cannot represent odd sizes; 4:4:4 can (exact size, High 4:4:4 profile)
+    vs.pix_fmt = "rgb24" if lossless else ("yuv420p" if w % 2 == 0 and h % 2 == 0 else "yuv444p")
+    vs.time_base = time_base
+    vs.codec_context.time_base = time_base
+    vs.options = {"crf": "0" if lossless else str(int(crf)), "preset": preset}
+    return vs
 
 
 def write_video(
@@ -355,75 +524,84 @@ def write_video(
     lossless: bool = False,
     preset: str = "medium",
     audio_range_s: tuple[float, float | None] | None = None,
+    timeline: Timeline | None = None,
 ) -> WriteResult:
-    """Encode every frame at exactly `fps` (time base 1/fps), atomically.
+    """Encode every frame atomically, at exactly `fps` (frame i at i / fps) or, with `timeline`,
+    at the source's own timestamps (VFR stays VFR; frame i at timeline.pts[i] * time_base).
 
-    H.264 yuv420p (crf) by default; `lossless=True` writes libx264rgb at crf 0 (bit-exact RGB, odd
-    sizes fine, but few players read it). Audio from `audio_from` is stream-copied, aligned to its
-    first video frame, optionally restricted to `audio_range_s` = (start, end) seconds from that frame.
+    H.264 (crf) at the frames' exact size (see the module docstring for the pixel format);
+    `lossless=True` writes libx264rgb at crf 0 (bit-exact RGB, few players read it). Audio from
+    `audio_from` is copied or encoded (see `_audio_plan`), aligned to its first video frame,
+    optionally restricted to `audio_range_s` = (start, end) seconds from that frame. Audio that
+    cannot be carried is dropped with a warning and said so in `WriteResult.audio`.
     """
     import av
 
     path = Path(path)
-    if path.suffix.lower() not in VIDEO_SUFFIXES:
+    container_format = CONTAINERS.get(path.suffix.lower())
+    if container_format is None:
         raise InputError(path, f"output must end in one of {', '.join(sorted(VIDEO_SUFFIXES))}")
     fps = as_fraction(fps)
+    time_base = timeline.time_base if timeline is not None else Fraction(1) / fps
     it = iter(frames)
     try:
         first = _as_rgb_frame(next(it))
     except StopIteration:
         raise InputError(path, "no frames to write") from None
     h, w = first.shape[:2]
-    pad = (0, 0) if lossless else (w % 2, h % 2)
     src = _audio_source(audio_from)
     start_s, end_s = (audio_range_s or (0.0, None))
     audio_note, n = "none", 0
     try:
         with atomic_path(path) as tmp:
-            out = av.open(str(tmp), mode="w", format="mp4" if path.suffix.lower() == ".mp4" else None)
+            out = av.open(str(tmp), mode="w", format=container_format)
             try:
-                if pad != (0, 0):
-                    out.metadata["comment"] = f"ipfacediff:size={w}x{h}"
-                vs = out.add_stream("libx264rgb" if lossless else "libx264", rate=fps)
-                vs.width, vs.height = w + pad[0], h + pad[1]
-                vs.pix_fmt = "rgb24" if lossless else "yuv420p"
-                vs.time_base = Fraction(1) / fps
-                vs.codec_context.time_base = Fraction(1) / fps
-                vs.options = {"crf": "0" if lossless else str(int(crf)), "preset": preset}
-                astream, copy = None, False
+                vs = _video_stream(out, w, h, fps, time_base, crf, lossless, preset)
+                astream, plan = None, "drop"
                 if src is not None:
-                    codec = src[1].codec_context.name
-                    copy = codec in MP4_AUDIO_COPY or path.suffix.lower() == ".mkv"
-                    if copy:
+                    plan, audio_note = _audio_plan(container_format, src)
+                    if plan == "copy":
                         astream = out.add_stream_from_template(src[1])
-                        audio_note = f"copied {codec}"
+                    elif plan == "encode":
+                        settings = _encoder_settings(src[1].codec_context)
+                        astream = out.add_stream(AUDIO_ENCODER, rate=settings["rate"], layout=settings["layout"])
+                        astream.format = settings["format"]
                     else:
-                        astream = out.add_stream("aac", rate=src[1].codec_context.sample_rate or 48000)
-                        audio_note = f"transcoded {codec} -> aac"
-                        log.warning("%s: audio codec %s cannot go into %s; transcoding to AAC", audio_from, codec, path.suffix)
+                        log.warning("%s: audio not carried into %s: %s", audio_from, path.name, audio_note)
                 for arr in _chain(first, it):
                     arr = _as_rgb_frame(arr)
                     if arr.shape[:2] != (h, w):
                         raise ValueError(f"frame {n} has size {arr.shape[1]}x{arr.shape[0]}, expected {w}x{h}")
-                    frame = av.VideoFrame.from_ndarray(_pad_even(arr, pad), format="rgb24")
-                    if not lossless:
-                        frame = frame.reformat(format="yuv420p")  # reformat drops pts: set it after
-                    frame.pts = n
-                    frame.time_base = Fraction(1) / fps  # not vs.time_base: the muxer rewrites it
+                    if timeline is not None and n >= len(timeline):
+                        raise ValueError(f"more frames than the timeline's {len(timeline)}")
+                    frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
+                    if vs.pix_fmt != "rgb24":
+                        frame = frame.reformat(format=vs.pix_fmt)  # reformat drops pts: set it after
+                    frame.pts = n if timeline is None else timeline.pts[n]
+                    frame.time_base = time_base  # not vs.time_base: the muxer rewrites it
                     for pkt in vs.encode(frame):
                         out.mux(pkt)
                     n += 1
                 for pkt in vs.encode(None):
                     out.mux(pkt)
+                if timeline is not None and n != len(timeline):
+                    raise ValueError(f"{n} frames for a timeline of {len(timeline)}")
                 if astream is not None:
                     end = None if end_s is None else end_s - start_s
-                    (_copy_audio if copy else _transcode_audio)(out, src, astream, src[2] + start_s, end)
+                    if plan == "copy":
+                        _copy_audio(out, src, astream, src[2] + start_s, end)
+                    else:
+                        problem = _encode_audio(out, src, astream, src[2] + start_s, end)
+                        if problem:
+                            audio_note += f" (partial: {problem})"
+                            log.warning("%s: %s", audio_from, problem)
             finally:
                 out.close()
     finally:
         if src is not None:
             src[0].close()
-    return WriteResult(str(path), n, w, h, pad, fps, audio_note)
+    return WriteResult(str(path), n, w, h, (0, 0), fps, audio_note, vs.pix_fmt,
+                       "constant" if timeline is None else "source")
 
 
 def _chain(first, rest):

@@ -85,7 +85,7 @@ def run_identity(args) -> int:
         line = (f"{name:>16}: cosine distance {_f(r['cosine_distance'])}  TL-ID {_f(r['tl_id'])}  TG-ID {_f(r['tg_id'])}"
                 f"  frames compared {r['frames_compared']}, no face {r['frames_no_face_original']}/"
                 f"{r['frames_no_face_edited']} (orig/edit), unpaired {r['frames_unpaired']}")
-        if "rank" in r:
+        if "r_at_1" in r:  # gallery given (r["rank"] itself is present, None, without one)
             line += f"  rank {r['rank']} of {r['gallery_size']} (R@1 {r['r_at_1']:.0f}, RR {r['mrr']:.3f})"
         print(line)
     return 0

@@ -126,22 +126,71 @@ def _activate_adapter(unet: torch.nn.Module, adapter: str | None) -> None:
         layer.enable_adapters(True)
 
 
+def _lora_file(path: Path) -> tuple[object, dict[str, torch.Tensor]]:
+    """(LoraConfig, state dict) of a branch saved by `save_branch` (diffusers writes the adapter's
+    LoraConfig into the safetensors metadata), or (None, {}) for files without that metadata."""
+    from peft import LoraConfig
+    from safetensors import safe_open
+
+    file = Path(path) / LORA_FILE
+    try:
+        with safe_open(str(file), "pt") as f:
+            meta = json.loads((f.metadata() or {}).get("lora_adapter_metadata", "null"))
+            state = {k: f.get_tensor(k) for k in f.keys()} if meta else {}  # noqa: SIM118 (safe_open is no dict)
+    except Exception as e:  # corrupt or not a safetensors file
+        raise InputError(file, f"cannot load LoRA adapter: {e}") from e
+    if not meta:
+        return None, {}
+    fields = LoraConfig.__dataclass_fields__
+    return LoraConfig(**{k: v for k, v in meta.items() if k in fields}), state
+
+
+def _attach_loras(unet: torch.nn.Module, paths: dict[str, Path]) -> None:
+    """Attach LoRA branches to `unet` through ONE peft tuner: it is created with every adapter's
+    config and injects the first; the others go in with the tuner's `inject_adapter`, which is how
+    peft adds an adapter to an adapted model (PeftModel.add_adapter does the same). Loading each
+    with diffusers' `load_lora_adapter` would build a second tuner over an already adapted model,
+    which peft warns about ("Already found a `peft_config` attribute") on every run."""
+    from peft import set_peft_model_state_dict
+    from peft.tuners.lora import LoraModel
+
+    loaded = {name: _lora_file(path) for name, path in paths.items()}
+    plain = {n: c for n, (c, _) in loaded.items() if c is not None}
+    if plain and not getattr(unet, "peft_config", None):
+        first, *rest = plain
+        tuner = LoraModel(unet, dict(plain), adapter_name=first)
+        for name in rest:
+            tuner.inject_adapter(unet, name)
+        unet._hf_peft_config_loaded = True  # what diffusers' loader sets: its adapter methods work on it
+    for name, (config, state) in loaded.items():
+        if name in plain and config is plain.get(name) and getattr(unet, "peft_config", {}).get(name) is config:
+            result = set_peft_model_state_dict(unet, state, adapter_name=name)
+            unexpected = getattr(result, "unexpected_keys", None) or []
+            if unexpected:
+                raise InputError(paths[name] / LORA_FILE, f"cannot load LoRA adapter: {len(unexpected)} weights match no "
+                                                          f"layer of this UNet (e.g. {unexpected[0]})")
+            continue
+        try:  # no config in the file (another tool's LoRA), or adapters already present: diffusers' loader
+            unet.load_lora_adapter(str(paths[name]), adapter_name=name, prefix=None, weight_name=LORA_FILE,
+                                   use_safetensors=True)
+        except Exception as e:  # corrupt file or adapter for another architecture
+            raise InputError(paths[name] / LORA_FILE, f"cannot load LoRA adapter: {e}") from e
+
+
 def load_branches(base_unet: torch.nn.Module, paths: dict[str, str | Path | None]) -> BranchSet:
     """Attach each branch in `paths` to `base_unet`; None or an empty folder means base weights."""
     branches = BranchSet(base=base_unet)
+    loras = {name: Path(path) for name, path in paths.items() if path is not None and branch_mode(path) == "lora"}
+    if set(loras) - set(BRANCHES):
+        raise ValueError(f"unknown branch {min(set(loras) - set(BRANCHES))!r}; expected one of {BRANCHES}")
+    _attach_loras(base_unet, loras)
     for name, path in paths.items():
         if name not in BRANCHES:
             raise ValueError(f"unknown branch {name!r}; expected one of {BRANCHES}")
         mode = None if path is None else branch_mode(path)
         if path is not None and mode is None and Path(path).exists() and any(Path(path).iterdir()):
             raise InputError(path, f"not a branch folder (no {LORA_FILE} and no config.json)")
-        if mode == "lora":
-            try:
-                base_unet.load_lora_adapter(
-                    str(path), adapter_name=name, prefix=None, weight_name=LORA_FILE, use_safetensors=True
-                )
-            except Exception as e:  # corrupt file or adapter for another architecture
-                raise InputError(Path(path) / LORA_FILE, f"cannot load LoRA adapter: {e}") from e
+        if mode == "lora":  # attached above
             branches.unets[name] = base_unet
             branches.adapters[name] = name
             branches.sources[name] = f"lora:{path}"

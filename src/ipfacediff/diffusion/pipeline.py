@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -157,9 +157,15 @@ class IPFaceDiffPipeline:
         method: str = "ours",
         source_prompt: str | None = None,
         output_type: str = "np",
+        callback_on_step_end: Callable[..., None] | None = None,
+        resume: dict | None = None,
     ) -> EditOutput:
         """Edit `frames` (default: all; a subset is edited as a clip of its own) of the video whose
         inversion cache is `inversion`.
+
+        `callback_on_step_end(pipe, step, timestep, state)` runs after every denoising step with
+        state = {"step": steps done, "latents", "generator_state", "keyframes"}; passing such a
+        state back as `resume` continues from it and gives the same result as an uninterrupted call.
 
         `source_prompt` is the prompt the source pass conditions on (default: the one the cache was
         inverted with). `generator` drives keyframe sampling (DDIM with eta 0 draws nothing else).
@@ -194,9 +200,16 @@ class IPFaceDiffPipeline:
         x = source_latents(0, torch.arange(N))  # edit starts from the inverted x_T
         history: list[list[int]] = []
         step_s: list[float] = []
+        first_step = 0
+        if resume is not None:  # state saved by callback_on_step_end: steps before it are done
+            first_step, x, history = int(resume["step"]), resume["latents"].to(device, dtype), list(resume["keyframes"])
+            if generator is not None and resume.get("generator_state") is not None:
+                generator.set_state(resume["generator_state"])
         t_start = time.perf_counter()
         with self.editing(state) as unets:
             for i, t in enumerate(self._progress(timesteps, f"edit [{m.name}]")):
+                if i < first_step:
+                    continue
                 t0 = time.perf_counter()
                 state.step, state.inject_qk, state.inject_f = i, i < n_qk, i < n_f
                 x_next = torch.empty_like(x)
@@ -224,6 +237,9 @@ class IPFaceDiffPipeline:
                     assert_installed(u, state)
                 x = x_next
                 step_s.append(time.perf_counter() - t0)
+                if callback_on_step_end is not None:
+                    callback_on_step_end(self, i, t, {"step": i + 1, "latents": x, "keyframes": [list(k) for k in history],
+                                                      "generator_state": None if generator is None else generator.get_state()})
         edit_s = time.perf_counter() - t_start
 
         latents = x.cpu()

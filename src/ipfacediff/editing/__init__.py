@@ -4,6 +4,7 @@ Used by the edit, invert and timing stages, `ipfacediff edit/invert` and the web
 diffusion/ imports this package.
 """
 
+from .checkpoint import WorkDir, edit_with_checkpoints, work_dir_for
 from .engine import Engine, branch_dirs
 from .jobs import EditJob, check_inversion, edit_item, plan_edits, run_edit_stage, source_inversion
 from .records import RANDOM_WEIGHTS_NOTE, fingerprint, models_record, up_to_date, write_edit
@@ -11,4 +12,5 @@ from .records import RANDOM_WEIGHTS_NOTE, fingerprint, models_record, up_to_date
 __all__ = [
     "Engine", "branch_dirs", "EditJob", "check_inversion", "edit_item", "plan_edits", "run_edit_stage", "source_inversion",
     "RANDOM_WEIGHTS_NOTE", "fingerprint", "models_record", "up_to_date", "write_edit",
+    "WorkDir", "edit_with_checkpoints", "work_dir_for",
 ]

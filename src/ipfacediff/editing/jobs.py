@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ..layout import crops_dir, edit_path, inversion_path, meta_path, prepped_videos
+from ..layout import crops_dir, edit_path, inversion_path, meta_path, prepped_videos, record_path
 from ..prompts import EditPrompt
 from ..registry import Method, get_method
 from ..settings import EditSettings, Settings
@@ -118,8 +118,9 @@ def prune(out_dir: Path, keep: set[Path]) -> None:
     """Remove outputs of prompts/videos no longer configured (and emptied prompt folders)."""
     if not out_dir.is_dir():
         return
+    keep = keep | {record_path(k) for k in keep}
     for f in out_dir.glob("*/*"):
-        if f.with_suffix(".mp4") not in keep:
+        if f not in keep:
             f.unlink()
     for d in out_dir.iterdir():
         if d.is_dir() and not any(d.iterdir()):

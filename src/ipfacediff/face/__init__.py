@@ -14,10 +14,10 @@ from .detect import DETECTOR_NAME, YUNET_SHA256, Face, FaceDetector, as_rgb_uint
 from .mask import face_mask
 from .paste import paste_back
 from .smooth import gaussian_smooth, jitter, params_to_transforms, transforms_to_params
-from .track import Track, track_video
+from .track import FaceChoice, Track, track_video
 
 __all__ = [
-    "ARCFACE_112", "DETECTOR_NAME", "YUNET_SHA256", "Face", "FaceDetector", "Track", "align_transform",
+    "ARCFACE_112", "DETECTOR_NAME", "YUNET_SHA256", "Face", "FaceChoice", "FaceDetector", "Track", "align_transform",
     "as_rgb_uint8", "crop", "detect_faces", "face_mask", "gaussian_smooth", "invert_affine", "jitter",
     "params_to_transforms", "paste_back", "select_face", "template", "track_video", "transform_points",
     "transform_scale", "transforms_to_params", "umeyama", "yunet_path",

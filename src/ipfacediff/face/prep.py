@@ -66,9 +66,38 @@ def load_clip(path: Path, fps: Fraction | None, max_seconds: float | None):
     return np.stack([frames[i] for i in idx]), idx, times_a[idx], out_fps, info
 
 
+def prep_fingerprint(entry: dict, cfg: DataConfig, profile: str) -> str:
+    """What determines one video's prepped folder: its bytes, the data settings, the detector."""
+    import dataclasses
+    import hashlib
+    import json
+
+    facts = {"sha256": entry.get("sha256") or sha256_file(entry["path"]), "file": entry["file"], "profile": profile,
+             "cfg": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("videos", "clips", "stills")},
+             "detector": DETECTOR_NAME, "identity": entry.get("identity")}
+    return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _done_meta(vid_dir: Path, fingerprint: str) -> dict | None:
+    """The meta of a complete prepped folder (written atomically) made with `fingerprint`, else None."""
+    import json
+
+    try:
+        meta = json.loads((vid_dir / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if meta.get("fingerprint") == fingerprint else None
+
+
 def prep_video(entry: dict, out_root: Path, cfg: DataConfig, profile: str) -> dict:
-    """Track, smooth and crop one manifest video into out_root/<id>/ atomically; return its meta."""
+    """Track, smooth and crop one manifest video into out_root/<id>/ atomically; return its meta.
+    A folder already made from the same bytes and settings is kept (an interrupted stage resumes
+    at the first video not done)."""
     path, vid = Path(entry["path"]), entry["id"]
+    fingerprint = prep_fingerprint(entry, cfg, profile)
+    done = _done_meta(out_root / vid, fingerprint)
+    if done is not None:
+        return done
     fps = as_fraction(cfg.fps) if cfg.fps is not None else None
     frames, idx, times, out_fps, info = load_clip(path, fps, cfg.max_seconds)
     track = track_video(frames, face_index=cfg.face_index, min_face_px=cfg.min_face_px, crop_size=cfg.crop_size,
@@ -90,6 +119,7 @@ def prep_video(entry: dict, out_root: Path, cfg: DataConfig, profile: str) -> di
             "jitter_px": {"raw": round(jit["raw"], 4), "smoothed": round(jit["smoothed"], 4)},
             "resampling": "nearest source frame to k / fps" if fps is not None else "none (source rate)",
             "max_seconds": cfg.max_seconds, "detector": DETECTOR_NAME, "identity": entry.get("identity"),
+            "fingerprint": fingerprint,
         }
         write_json(tmp / META, meta)
     return meta
@@ -110,6 +140,8 @@ def prep_videos(entries: list[dict], out_root: str | Path, cfg: DataConfig, prof
     if not videos:
         raise InputError(None, "the media manifest lists no videos")
     out_root.mkdir(parents=True, exist_ok=True)
+    for torn in out_root.glob(".*.tmp"):  # atomic_dir folders of a killed run: never taken as done
+        shutil.rmtree(torn, ignore_errors=True)
     metas = [prep_video(e, out_root, cfg, profile) for e in tqdm(videos, desc="prep videos", unit="video")]
     keep = {m["id"] for m in metas}
     for stale in out_root.iterdir():  # earlier runs' videos no longer selected
