@@ -26,7 +26,6 @@ import copy
 import numpy as np
 import pytest
 import torch
-
 from engine_reference import (
     METHODS,
     PipelineRecorder,
@@ -36,9 +35,15 @@ from engine_reference import (
     is_decoder_self_attention,
     reference_inversion_step,
 )
+
 from ipfacediff.diffusion.branches import BranchSet
 from ipfacediff.diffusion.inversion import InversionCache, invert_video
-from ipfacediff.diffusion.models import build_tiny, encode_prompt, load_components, uint8_to_tensor
+from ipfacediff.diffusion.models import (
+    build_tiny,
+    encode_prompt,
+    load_components,
+    uint8_to_tensor,
+)
 from ipfacediff.diffusion.pipeline import EditConfig, IPFaceDiffPipeline
 
 N_FRAMES, STEPS, INTERVAL, BATCH = 8, 4, 3, 3
@@ -180,7 +185,7 @@ def test_each_method_matches_reference(setup, method):
     """Each method's branches, injection switch and propagation switch, step by step (teacher-forced):
     noise predictions, x_{i+1} and the decoder self-attention outputs."""
     out, steps = run_pipeline(setup, method)
-    src, edit, inject, propagate = METHODS[method]
+    _, _, inject, propagate = METHODS[method]
     assert out.info["injected_steps"] == ({"qk": 2, "resblock": 3} if inject else {"qk": 0, "resblock": 0})
     assert (out.info["keyframes"] != []) == propagate
     ref = reference(setup, method)

@@ -11,7 +11,11 @@ import pytest
 import torch
 
 from ipfacediff.diffusion.branches import BranchSet, lora_config
-from ipfacediff.diffusion.injection import PNP_RESNET, injection_steps, pnp_attention_layers
+from ipfacediff.diffusion.injection import (
+    PNP_RESNET,
+    injection_steps,
+    pnp_attention_layers,
+)
 from ipfacediff.diffusion.inversion import InversionCache, invert_video
 from ipfacediff.diffusion.models import build_tiny, encode_prompt, load_components
 from ipfacediff.diffusion.pipeline import EditConfig, IPFaceDiffPipeline
@@ -240,7 +244,7 @@ def test_processors_and_hooks_on_every_distinct_unet_during_the_call_only(comps,
 
 def joint_softmax(q, k, v, heads: int):
     """Plain float64 joint attention per CFG half: every keyframe's queries over all keyframes' K/V."""
-    G2, S, C = q.shape
+    G2, _, C = q.shape
     K, d = G2 // 2, C // heads
     out = torch.empty_like(q)
     for g in range(2):

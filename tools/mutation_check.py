@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 sys.path.insert(0, str(ROOT / "tools"))
 
-from mutants import MUTANTS, Mutant  # noqa: E402
+from mutants import MUTANTS, Mutant
 
 ENV = {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
        "WANDB_MODE": "disabled", "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -85,14 +85,13 @@ def make_copy(work: Path, mutant: Mutant | None) -> Path:
 def warm_imports() -> None:
     """Third-party imports the engine tests need (never ipfacediff: each fork imports its own copy)."""
     import numpy  # noqa: F401
+    import peft  # noqa: F401
     import pytest  # noqa: F401
     import safetensors.torch  # noqa: F401
     import torch  # noqa: F401
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel  # noqa: F401
     from diffusers.models.attention_processor import AttnProcessor2_0  # noqa: F401
     from transformers import CLIPTextModel, CLIPTokenizer  # noqa: F401
-
-    import peft  # noqa: F401
 
 
 def start(src_copy: Path, tests: tuple[str, ...], log: Path, fork: bool) -> int:
@@ -121,7 +120,7 @@ def start(src_copy: Path, tests: tuple[str, ...], log: Path, fork: bool) -> int:
 
         torch.set_num_threads(1)
         rc = int(pytest.main(args))
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - the forked child must always reach os._exit
         traceback.print_exc()
         rc = 3
     sys.stdout.flush()
@@ -131,7 +130,7 @@ def start(src_copy: Path, tests: tuple[str, ...], log: Path, fork: bool) -> int:
 
 def first_failure(log: Path) -> str:
     text = log.read_text(errors="replace") if log.is_file() else ""
-    m = re.search(r"^(FAILED|ERROR) (\S+)", text, re.M)
+    m = re.search(r"^(FAILED|ERROR) (\S+)", text, re.MULTILINE)
     return m.group(2) if m else ""
 
 
