@@ -46,6 +46,8 @@ from ipfacediff.diffusion.models import (
 )
 from ipfacediff.diffusion.pipeline import EditConfig, IPFaceDiffPipeline
 
+pytestmark = pytest.mark.slow  # end to end: models, inversion and edits (about 30 s of CPU in all)
+
 N_FRAMES, STEPS, INTERVAL, BATCH = 8, 4, 3, 3
 GUIDANCE, PNP_ATTN_T, PNP_F_T = 7.5, 0.5, 0.8  # q/k at steps 0, 1; resblock at steps 0, 1, 2
 PROMPT, NEGATIVE, SOURCE = "a photo of a person wearing eyeglasses", "ugly, blurry, low res", "a photo of a person"

@@ -11,11 +11,7 @@ import pytest
 import torch
 
 from ipfacediff.diffusion.branches import BranchSet, lora_config
-from ipfacediff.diffusion.injection import (
-    PNP_RESNET,
-    injection_steps,
-    pnp_attention_layers,
-)
+from ipfacediff.diffusion.injection import PNP_RESNET, injection_steps, pnp_attention_layers
 from ipfacediff.diffusion.inversion import InversionCache, invert_video
 from ipfacediff.diffusion.models import build_tiny, encode_prompt, load_components
 from ipfacediff.diffusion.pipeline import EditConfig, IPFaceDiffPipeline

@@ -183,6 +183,8 @@ def test_propagated_attention_is_eq4_blend_of_keyframe_outputs_via_source_corres
 
 
 def test_methods_differ_and_record_their_branches(comps, caches):
+    # each method's maths (branches, injection, propagation) is checked step by step against the float64
+    # reference in test_engine_reference.py; this checks what the output records
     outs = {m: pipe(comps)(PROMPT, caches["blob"], method=m, generator=seeded()) for m in ("ours", "no_id_guidance", "per_frame")}
     assert not torch.allclose(outs["ours"].latents, outs["no_id_guidance"].latents)  # injection matters
     assert not torch.allclose(outs["ours"].latents, outs["per_frame"].latents)  # propagation matters
