@@ -9,7 +9,7 @@ export WANDB_MODE ?= offline
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup repro test params snakemake-dry clean-venv
+.PHONY: setup repro test mutation params snakemake-dry clean-venv
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,10 @@ repro: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# every deliberate engine error in tools/mutants.py must fail an engine test; writes tools/mutation_result.{json,md}
+mutation: setup
+	OMP_NUM_THREADS=1 $(PY) tools/mutation_check.py -j 2
 
 params: setup
 	$(PY) -m ipfacediff.config --write

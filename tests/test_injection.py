@@ -77,12 +77,22 @@ class Recorder:
         self.res = {}  # (step, mode, role) -> residual features the resblock added
         self.now = None
         self.unets = set()
+        self.flow = {}  # (step, mode, role, layer, "to_q" | "to_k" | "to_v" | "result") -> tensor
 
     def observe(self, st, layer, q, k):
         self.now = (st.step, st.mode, st.role)
         first = self.qk[self.now]  # first batch of the pass
         if layer not in first:
             first[layer] = None if q is None else (q.clone(), k.clone())
+
+    def projection_hook(self, layer, what):
+        """q/k/v from the projections' outputs and the attention RESULT (the input of `to_out.0`): the
+        tensors that flow on, first batch of each pass. The observer runs after a layer's projections,
+        but the previous self-attention layer of the same pass set the same (step, mode, role): the
+        layers watched here are never a pass's first self-attention."""
+        def hook(module, args, output=None):
+            self.flow.setdefault((*self.now, layer, what), (args[0] if what == "result" else output).clone())
+        return hook
 
     def resblock_hook(self, module, args, out):
         inp = args[0]
@@ -95,12 +105,21 @@ def run(comps, cache, branches, method):
     rec = Recorder()
     pipe.observer = rec.observe
     handles = [u.get_submodule(PNP_RESNET).register_forward_hook(rec.resblock_hook) for u in branches.distinct_unets()]
+    for u in branches.distinct_unets():
+        for layer in WATCHED:
+            attn = u.get_submodule(layer)
+            handles += [getattr(attn, w).register_forward_hook(rec.projection_hook(layer, w)) for w in ("to_q", "to_k", "to_v")]
+            handles.append(attn.to_out[0].register_forward_pre_hook(rec.projection_hook(layer, "result")))
     try:
         out = pipe("a photo of a person with a beard", cache, method=method, generator=torch.Generator().manual_seed(0))
     finally:
         for h in handles:
             h.remove()
     return out, rec
+
+
+# an injected layer and a decoder layer that is not injected (up_blocks[1].attentions[0])
+WATCHED = ("up_blocks.2.attentions.1.transformer_blocks.0.attn1", "up_blocks.1.attentions.0.transformer_blocks.0.attn1")
 
 
 def split_groups(t):
@@ -139,6 +158,26 @@ def test_directional_branch_uses_identity_features_only_where_scheduled(comps, c
             for r in split_groups(r_edit):
                 close = torch.allclose(r, r_src, atol=1e-9)
                 assert close == (step < n_f), (step, mode)
+        assert_attention_results(comps, rec, step, n_qk)
+
+
+def assert_attention_results(comps, rec, step: int, n_qk: int) -> None:
+    """The attention RESULT of the directional branch's keyframe pass equals plain joint softmax
+    attention with the identity branch's q and k and its own v at injected layers and steps, and with
+    its own q, k, v elsewhere; q, k, v as the projections produced them. float64 on both sides: they
+    differ by round-off only (values O(1), sums over <= 3 keyframes x 64 tokens: < 1e-13); 1e-10 leaves room, and
+    taking any one of q, k from the other branch changes the result by > 1e-2 (asserted)."""
+    for layer in WATCHED:
+        src = {w: rec.flow[(step, "keyframes", "source", layer, w)] for w in ("to_q", "to_k")}
+        own = {w: rec.flow[(step, "keyframes", "edit", layer, w)] for w in ("to_q", "to_k", "to_v")}
+        result = rec.flow[(step, "keyframes", "edit", layer, "result")]
+        heads = comps.unet.get_submodule(layer).heads
+        inject = layer in EXPECTED_LAYERS and step < n_qk
+        q, k = (torch.cat([src["to_q"]] * 2), torch.cat([src["to_k"]] * 2)) if inject else (own["to_q"], own["to_k"])
+        expect = joint_softmax(q, k, own["to_v"], heads)
+        assert (result - expect).abs().max().item() < 1e-10, (step, layer)
+        if inject:  # the injection is a real change of the result
+            assert (joint_softmax(own["to_q"], own["to_k"], own["to_v"], heads) - expect).abs().max().item() > 1e-2
 
 
 @pytest.mark.parametrize("kind", ["lora", "full"])
@@ -197,3 +236,18 @@ def test_processors_and_hooks_on_every_distinct_unet_during_the_call_only(comps,
     pipe("a photo of a smiling person", cache, method="ours", frames=[0, 1, 2], generator=torch.Generator().manual_seed(0))
     assert checks == [[True, True, True]]
     assert not any(installed(u) for u in unets)
+
+
+def joint_softmax(q, k, v, heads: int):
+    """Plain float64 joint attention per CFG half: every keyframe's queries over all keyframes' K/V."""
+    G2, _, C = q.shape
+    K, d = G2 // 2, C // heads
+    out = torch.empty_like(q)
+    for g in range(2):
+        rows = range(g * K, (g + 1) * K)
+        for h in range(heads):
+            c = slice(h * d, (h + 1) * d)
+            k_all, v_all = torch.cat([k[j, :, c] for j in rows]), torch.cat([v[j, :, c] for j in rows])
+            for j in rows:
+                out[j, :, c] = torch.softmax(q[j, :, c] @ k_all.T / d**0.5, dim=-1) @ v_all
+    return out
