@@ -93,6 +93,6 @@ def test_device_auto_without_a_gpu_trains_in_float32(capsys):
     from ipfacediff.train.trainer import TrainConfig
 
     cfg = TrainConfig(mixed_precision="fp16")
-    acc = make_accelerator({"device": "auto"}, cfg)
+    acc = make_accelerator("auto", cfg)
     assert cfg.mixed_precision == "no" and acc.mixed_precision == "no"
     assert "device auto found no GPU: mixed_precision fp16 -> no" in capsys.readouterr().err
