@@ -51,7 +51,7 @@ def test_tiny_has_sd21_structure_and_schedule(comps):
     assert [type(b).__name__ for b in unet.down_blocks] == ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"]
     assert [type(b).__name__ for b in unet.up_blocks] == ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3
     names = dict(unet.named_modules())
-    # the PnP injection sites (REFERENCE section 2)
+    # the PnP injection sites (TokenFlow's decoder blocks 4-11 and up_blocks[1].resnets[1])
     for n in ["up_blocks.1.resnets.1", "up_blocks.1.attentions.1", "up_blocks.1.attentions.2", "up_blocks.3.attentions.2"]:
         assert n in names
     assert names["up_blocks.1.attentions.1.transformer_blocks.0.attn1"].is_cross_attention is False

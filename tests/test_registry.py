@@ -74,3 +74,53 @@ def test_every_method_is_a_valid_branch_choice():
         assert m.source_branch in ("identity", "base") and m.edit_branch in ("directional", "base")
         assert m.branches <= set(BRANCHES)
         assert dataclasses.asdict(m)["name"] == m.name
+
+
+# ------------------------------------------------------------------------------------------ metrics
+def test_dvc_plots_are_the_registered_series():
+    from ipfacediff.report.plots import PAPER_TIME_METHODS, TIME_SERIES
+
+    plots = {next(iter(p)): next(iter(p.values())) for p in yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
+             if isinstance(p, dict)}
+    assert plots["identity_over_time"]["y"]["reports/plots/results/identity_over_time.csv"] == registry.method_names()
+    assert plots["time_vs_frames"]["y"]["reports/plots/results/time_vs_frames.csv"] == TIME_SERIES
+    assert set(TIME_SERIES) <= {m.key for m in registry.table_metrics("table2_time") if m.source == "timing"}
+    assert plots["time_vs_frames_paper"]["y"]["reports/plots/results/time_vs_frames_paper.csv"] == [
+        f"{m}_min" for m in PAPER_TIME_METHODS]
+    assert PAPER_TIME_METHODS == ["ours", *registry.BASELINES]
+
+
+def test_metric_headers_show_their_direction_and_paper_keys_exist():
+    from ipfacediff.report.tables import load_paper_numbers
+
+    paper = load_paper_numbers()
+    for m in registry.METRICS.values():
+        if m.arrow and m.direction:
+            assert m.header.endswith(registry.ARROWS[m.direction]), m.key
+        if m.paper_key:
+            rows = list(paper[m.table]["rows"].values())
+            if m.table == "table1_identity":  # method -> recogniser -> values
+                rows = [v for r in rows for v in (r or {}).values()]
+            assert any(m.paper_key in (r or {}) for r in rows), m.key
+
+
+def test_a_registered_metric_column_reaches_the_report_table(monkeypatch):
+    """A new metric: one registry entry (plus the metrics code writing it); the table picks it up by name."""
+    from ipfacediff.report.tables import load_paper_numbers, table1, table3, to_csv, to_markdown
+
+    monkeypatch.setitem(registry.METRICS, "sharpness", registry.Metric(
+        "sharpness", "table3_temporal", "temporal", "sharpness", 1, "higher", help="test-only column"))
+    monkeypatch.setitem(registry.METRICS, "id_margin", registry.Metric(
+        "id_margin", "table1_identity", "identity", "ID margin", 2, "higher", help="test-only column"))
+    paper = load_paper_numbers()
+    temporal = {"profile": "sample", "flow": "DIS", "original_reference": {"warp_error": 0.1, "videos": 1},
+                "methods": {"ours": {"origin": "engine", "warp_error": 0.3, "warp_error_std": 0.1, "videos": 2, "sharpness": 12.345}}}
+    t3 = table3(temporal, None, paper)
+    assert "sharpness ↑" in t3.header and t3.header.index("sharpness ↑") < t3.header.index("paper E_warp ↓")
+    assert "| 12.3 |" in to_markdown(t3) and "12.345" in to_csv(t3)
+    ours = next(r for r in t3.rows if r["method"] == registry.method_label("ours"))
+    assert ours["warp_error"] == 0.3 and ours["paper_warp_error"] == 0.238  # later columns keep their values
+    identity = {"profile": "sample", "recognizers": [{"name": "sface", "network": "SFace", "weights_sha256": "a" * 64}],
+                "gallery": {}, "methods": {"ours": {"origin": "engine", "sface": {"cosine_distance": 0.2, "id_margin": 0.456}}}}
+    t1 = table1(identity, paper)
+    assert "ID margin ↑" in t1.header and "| 0.46 |" in to_markdown(t1)

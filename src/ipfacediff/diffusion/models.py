@@ -43,7 +43,8 @@ OBTAIN_HINT = (
     "cache, or set HF_HOME to it), or set models.pretrained to a local diffusers folder"
 )
 
-# SD 2.1-base noise schedule (REFERENCE section 5); DDIM needs steps_offset=1 to match the training grid.
+# SD 2.1-base noise schedule (scheduler/scheduler_config.json of stabilityai/stable-diffusion-2-1-base);
+# DDIM needs steps_offset=1 to match the training grid.
 SCHEDULER_CONFIG = dict(
     num_train_timesteps=1000,
     beta_start=0.00085,

@@ -86,7 +86,7 @@ def log_report(run, built: dict, plot_paths: list[Path]) -> None:
     import pandas as pd
 
     for t in built["tables"]:
-        df = pd.DataFrame([[("" if v is None else str(v)) for v in r] for r in t.rows], columns=t.header)
+        df = pd.DataFrame([[("" if v is None else str(v)) for v in r] for r in t.values()], columns=t.header)
         run.log_table(f"report/{t.name}", df)
     for p in plot_paths:
         if p.suffix == ".png":
