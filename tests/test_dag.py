@@ -32,7 +32,9 @@ def test_our_reading_of_dvc_yaml_matches_dvcs():
     assert set(ours) == set(theirs)
     for name, stage in theirs.items():
         assert ours[name].cmd == (" && ".join(stage.cmd) if isinstance(stage.cmd, list) else stage.cmd), name
-        assert sorted(ours[name].deps) == sorted(d.def_path for d in stage.deps if not d.def_path.endswith("params.yaml") and type(d).__name__ != "ParamsDependency"), name
+        assert sorted(ours[name].deps) == sorted(
+            d.def_path for d in stage.deps if not d.def_path.endswith("params.yaml") and type(d).__name__ != "ParamsDependency"
+        ), name
         assert sorted(ours[name].outs) == sorted(o.def_path for o in stage.outs), name
 
 

@@ -172,7 +172,9 @@ def test_cache_file_is_standard_safetensors_with_partial_reads(comps, tmp_path):
     g = torch.Generator().manual_seed(1)
     frames = torch.randint(0, 256, (7, 64, 64, 3), dtype=torch.uint8, generator=g).numpy()
     for store in ("float32", "float16"):
-        path = I.invert_video(comps, BranchSet(base=comps.unet), frames, tmp_path / f"{store}.safetensors", "x", 3, batch_size=3, store_dtype=store)
+        path = I.invert_video(
+            comps, BranchSet(base=comps.unet), frames, tmp_path / f"{store}.safetensors", "x", 3, batch_size=3, store_dtype=store
+        )
         full = load_file(str(path))  # the reference reader accepts our preallocated layout
         assert sorted(full) == [f"latents_{i}" for i in range(4)]
         assert full["latents_0"].dtype == M.resolve_dtype(store) and full["latents_0"].shape == (7, 4, 8, 8)

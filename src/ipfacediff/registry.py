@@ -144,13 +144,25 @@ class Metric:
 
 
 METRICS: dict[str, Metric] = {
-    m.key: m for m in (
+    m.key: m
+    for m in (
         # Table 1: identity (metrics_identity -> identity.json, per method and recogniser)
-        Metric("cosine_distance", "table1_identity", "identity", "cosine dist", 3, "lower", "cosine_distance", "paper cosine",
-               help="1 - cos of the unit mean-frame video embeddings, original vs edited"),
+        Metric(
+            "cosine_distance",
+            "table1_identity",
+            "identity",
+            "cosine dist",
+            3,
+            "lower",
+            "cosine_distance",
+            "paper cosine",
+            help="1 - cos of the unit mean-frame video embeddings, original vs edited",
+        ),
         Metric("r_at_1", "table1_identity", "identity", "R@1", 3, "higher", "r_at_1", help="original ranked first among the gallery"),
         Metric("mrr", "table1_identity", "identity", "MRR", 3, "higher", "mrr", help="mean reciprocal rank of the original"),
-        Metric("tl_id", "table1_identity", "identity", "TL-ID", 3, "higher", arrow=False, help="STIT's adjacent-frame identity consistency"),
+        Metric(
+            "tl_id", "table1_identity", "identity", "TL-ID", 3, "higher", arrow=False, help="STIT's adjacent-frame identity consistency"
+        ),
         Metric("tg_id", "table1_identity", "identity", "TG-ID", 3, "higher", arrow=False, help="STIT's all-pair identity consistency"),
         Metric("videos", "table1_identity", "identity", "videos", 0, help="edited videos measured"),
         # Table 3: temporal consistency and CLIP (metrics_temporal / metrics_clip)
@@ -158,15 +170,25 @@ METRICS: dict[str, Metric] = {
         Metric("warp_error_std", "table3_temporal", "temporal", "± std", 3, help="spread of E_warp over videos"),
         Metric("temporal_videos", "table3_temporal", "temporal", "videos", 0, help="edited videos measured", field="videos"),
         Metric("clip_score", "table3_temporal", "clip", "CLIP score", 2, "higher", arrow=False, help="100 x cos(frame, target prompt)"),
-        Metric("directional_clip", "table3_temporal", "clip", "directional CLIP", 3, "higher", arrow=False,
-               help="cos of the image change vs the text change"),
+        Metric(
+            "directional_clip",
+            "table3_temporal",
+            "clip",
+            "directional CLIP",
+            3,
+            "higher",
+            arrow=False,
+            help="cos of the image change vs the text change",
+        ),
         Metric("mos", "table3_temporal", "paper", "MOS", 1, "higher", "mos", "paper MOS", help="the paper's user study (not reproduced)"),
         # Table 2: time against video length (timing stage)
         Metric("invert_s", "table2_time", "timing", "invert s", 2, "lower", arrow=False, help="DDIM inversion wall time"),
         Metric("edit_s", "table2_time", "timing", "edit s", 2, "lower", arrow=False, help="editing wall time"),
         Metric("total_s", "table2_time", "timing", "total s", 2, "lower", arrow=False, help="inversion + editing"),
         Metric("s_per_frame", "table2_time", "derived", "s/frame", 3, "lower", arrow=False, help="total s / frames"),
-        Metric("peak_mem_mb", "table2_time", "timing", "peak MB", 0, "lower", arrow=False, help="peak memory above the level before the phase"),
+        Metric(
+            "peak_mem_mb", "table2_time", "timing", "peak MB", 0, "lower", arrow=False, help="peak memory above the level before the phase"
+        ),
     )
 }
 

@@ -192,7 +192,9 @@ def run_edit(args) -> int:
     size = _crop_size(args, comps)
     with tempfile.TemporaryDirectory(prefix="ipfacediff-") as tmp:
         track, crops, info = face_crops(src, s, size, Path(tmp) / "crops")
-        cache = _invert(comps, branches, crops, Path(args.cache) if args.cache else Path(tmp) / "inversion.safetensors", s, args.source_prompt)
+        cache = _invert(
+            comps, branches, crops, Path(args.cache) if args.cache else Path(tmp) / "inversion.safetensors", s, args.source_prompt
+        )
         pipe = IPFaceDiffPipeline(comps, branches, s["edit"], progress=True)
         out = pipe(args.prompt, cache, generator=torch.Generator().manual_seed(s["seed"]), method=method.name, output_type="latent")
     mask = face_mask(size)

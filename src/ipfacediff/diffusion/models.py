@@ -262,18 +262,28 @@ def build_tiny(out_dir: str | Path, seed: int = 0, sample_size: int = 64) -> dic
     with atomic_dir(out_dir) as tmp:
         comps = _build(tiny_unet_config(sample_size // 8), tiny_vae_config(sample_size), tiny_text_config(), seed, tmp / "_tok")
         info = _save_pipeline(
-            comps, tmp, source="tiny", note=f"random weights, SD 2.1-base block structure scaled down (seed {seed}); numbers from it are not results"
+            comps,
+            tmp,
+            source="tiny",
+            note=f"random weights, SD 2.1-base block structure scaled down (seed {seed}); numbers from it are not results",
         )
     return info
 
 
-def build_true_size(seed: int = 0, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", sample_size: int = 512) -> Components:
+def build_true_size(
+    seed: int = 0, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", sample_size: int = 512
+) -> Components:
     """SD 2.1-base at true size (~865M UNet parameters) with random weights, for speed and memory work."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tok_dir:
         comps = _build(sd21_unet_config(sample_size // 8), sd21_vae_config(sample_size), sd21_text_config(), seed, Path(tok_dir), dtype)
-    comps.info = {"source": "true_size", "weights": "random", "sha256": {"combined": f"true_size-random-seed{seed}"}, "note": "random weights at SD 2.1-base size"}
+    comps.info = {
+        "source": "true_size",
+        "weights": "random",
+        "sha256": {"combined": f"true_size-random-seed{seed}"},
+        "note": "random weights at SD 2.1-base size",
+    }
     for m in (comps.unet, comps.vae, comps.text_encoder):
         m.to(device)
     return comps
@@ -282,7 +292,9 @@ def build_true_size(seed: int = 0, dtype: torch.dtype = torch.float32, device: s
 def save_true_size(out_dir: str | Path, seed: int = 0, dtype: torch.dtype = torch.float32) -> dict:
     with atomic_dir(out_dir) as tmp:
         comps = build_true_size(seed, dtype)
-        return _save_pipeline(comps, tmp, source="true_size", note=f"random weights at SD 2.1-base size (seed {seed}); numbers from it are not results")
+        return _save_pipeline(
+            comps, tmp, source="true_size", note=f"random weights at SD 2.1-base size (seed {seed}); numbers from it are not results"
+        )
 
 
 def _save_pipeline(comps: Components, folder: Path, source: str, note: str) -> dict:
@@ -334,7 +346,9 @@ def build_tiny_clip(out_dir: str | Path, seed: int = 0) -> dict:
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
     text = dict(tiny_text_config(), projection_dim=32)
-    vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, image_size=64, patch_size=16, projection_dim=32)
+    vision = dict(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, image_size=64, patch_size=16, projection_dim=32
+    )
     with atomic_dir(out_dir) as tmp:
         torch.manual_seed(seed)
         model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)).eval()
@@ -342,7 +356,12 @@ def build_tiny_clip(out_dir: str | Path, seed: int = 0) -> dict:
         build_clip_tokenizer(tmp / "_tok").save_pretrained(str(tmp))
         CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}).save_pretrained(str(tmp))
         shutil.rmtree(tmp / "_tok")
-        info = {"source": "tiny", "weights": "random", "sha256": weight_hashes(tmp), "note": f"random-weight CLIP (seed {seed}); scores from it are not results"}
+        info = {
+            "source": "tiny",
+            "weights": "random",
+            "sha256": weight_hashes(tmp),
+            "note": f"random-weight CLIP (seed {seed}); scores from it are not results",
+        }
         write_json(tmp / INFO_FILE, info)
     return info
 
@@ -491,7 +510,9 @@ def load_components(models_dir: str | Path, device: str | torch.device = "cpu", 
     loaders = {
         "unet": lambda: UNet2DConditionModel.from_pretrained(str(folder), subfolder="unet", torch_dtype=dtype, local_files_only=True),
         "vae": lambda: AutoencoderKL.from_pretrained(str(folder), subfolder="vae", torch_dtype=dtype, local_files_only=True),
-        "text_encoder": lambda: CLIPTextModel.from_pretrained(str(folder), subfolder="text_encoder", torch_dtype=dtype, local_files_only=True),
+        "text_encoder": lambda: CLIPTextModel.from_pretrained(
+            str(folder), subfolder="text_encoder", torch_dtype=dtype, local_files_only=True
+        ),
         "tokenizer": lambda: CLIPTokenizer.from_pretrained(str(folder), subfolder="tokenizer", local_files_only=True),
         # SD 2.1-base ships a PNDM config; DDIM reads the same noise schedule from it
         "scheduler": lambda: DDIMScheduler.from_pretrained(str(folder), subfolder="scheduler", local_files_only=True),

@@ -42,7 +42,9 @@ class ClipEncoder(nn.Module):
         h, w = x.shape[-2:]
         s = self.size / min(h, w)
         if (h, w) != (self.size, self.size):
-            x = F.interpolate(x, size=(max(self.size, round(h * s)), max(self.size, round(w * s))), mode="bicubic", align_corners=False, antialias=s < 1)
+            x = F.interpolate(
+                x, size=(max(self.size, round(h * s)), max(self.size, round(w * s))), mode="bicubic", align_corners=False, antialias=s < 1
+            )
             top, left = (x.shape[-2] - self.size) // 2, (x.shape[-1] - self.size) // 2
             x = x[..., top : top + self.size, left : left + self.size]
         return (x - self.mean) / self.std
@@ -60,8 +62,12 @@ class ClipEncoder(nn.Module):
         """
         for t in dict.fromkeys(texts):
             if t not in self._text_cache:
-                tok = self.tokenizer([t], padding="max_length", truncation=True, max_length=self.tokenizer.model_max_length, return_tensors="pt")
-                self._text_cache[t] = _features(self.model.get_text_features(**{k: v.to(self.mean.device) for k, v in tok.items()})).float()[0]
+                tok = self.tokenizer(
+                    [t], padding="max_length", truncation=True, max_length=self.tokenizer.model_max_length, return_tensors="pt"
+                )
+                self._text_cache[t] = _features(
+                    self.model.get_text_features(**{k: v.to(self.mean.device) for k, v in tok.items()})
+                ).float()[0]
         return torch.stack([self._text_cache[t] for t in texts])
 
 
