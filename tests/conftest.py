@@ -42,3 +42,17 @@ def pytest_sessionfinish(session, exitstatus):
     if new:
         print(f"\nERROR: the test suite wrote W&B runs into {ROOT / 'wandb'}: {', '.join(sorted(new))}")
         session.exitstatus = 1
+
+
+def pytest_addoption(parser):
+    parser.addoption("--repro-check", action="store_true",
+                     help="run the fresh-clone `dvc repro` reproduction check (`make repro-check`)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--repro-check"):
+        return
+    skip = pytest.mark.skip(reason="full dvc repro in a fresh clone (minutes): run `make repro-check`")
+    for item in items:
+        if "repro_check" in item.keywords:
+            item.add_marker(skip)
