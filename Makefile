@@ -9,7 +9,7 @@ export WANDB_MODE ?= offline
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup repro test params snakemake-dry clean-venv
+.PHONY: setup repro repro-check test params snakemake-dry clean-venv
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,11 @@ repro: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# A fresh clone of HEAD reproduces the committed dvc.lock and metrics (reports/metrics/tolerances.yaml);
+# a full `dvc repro` in a temporary folder (~6 min on 2 idle cores). CI runs it after `make test`.
+repro-check: setup
+	$(PY) -m pytest -q --repro-check tests/test_repro_check.py
 
 params: setup
 	$(PY) -m ipfacediff.config --write

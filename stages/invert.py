@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         engine = Engine.load(args.models, {"identity": branch if branch.exists() else None}, settings.device,
                              settings.models.dtype, seed=settings.seed)
         comps, branches = engine.components, engine.branches
-        with start_run("invert", settings.as_params()) as run:
+        with start_run("invert", settings.as_params(), uses={"models-base": ("model", args.models), "branch-identity": ("branch", branch)},
+                       produces={"inversions": ("inversions", args.out)}) as run:
             videos = invert_all(comps, branches, args.prepped, args.out, cfg, args.captions)
             base_dir = Path(args.out) / BASE_SUBDIR
             if cfg.base_for_tokenflow and branch_fingerprint(branches, "identity") != "base":

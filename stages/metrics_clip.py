@@ -17,9 +17,8 @@ from ipfacediff.metrics.outputs import stage_args, stage_inputs
 def main(argv: list[str] | None = None) -> int:
     args = stage_args(__doc__, argv)
     try:
-        from ipfacediff.fsio import write_json
         from ipfacediff.metrics.evaluate import run_clip
-        from ipfacediff.metrics.outputs import log_flat, provenance, write_csv
+        from ipfacediff.metrics.outputs import log_flat, provenance, write_csv, write_metrics
         from ipfacediff.tracking import start_run
 
         settings, cfg, items, originals = stage_inputs(args)
@@ -33,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         with start_run("metrics_clip", settings.as_params()) as run:
             log_flat(run, "clip", res["methods"])
         write_csv(f"{args.out}/clip_videos.csv", res["videos"])
-        write_json(f"{args.out}/clip.json", summary)
+        write_metrics(args.out, "clip", summary)  # clip.json (numbers) + clip.info.json
     except InputError as e:
         print(f"metrics_clip: error: {e}", file=sys.stderr)
         return 2

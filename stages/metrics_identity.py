@@ -18,9 +18,8 @@ from ipfacediff.metrics.outputs import stage_args, stage_inputs
 def main(argv: list[str] | None = None) -> int:
     args = stage_args(__doc__, argv)
     try:
-        from ipfacediff.fsio import write_json
         from ipfacediff.metrics.evaluate import run_identity
-        from ipfacediff.metrics.outputs import log_flat, provenance, write_csv
+        from ipfacediff.metrics.outputs import log_flat, provenance, write_csv, write_metrics
         from ipfacediff.tracking import start_run
 
         settings, cfg, items, originals = stage_inputs(args)
@@ -33,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
             log_flat(run, "identity", res["methods"])
         write_csv(f"{args.out}/identity_videos.csv", res["videos"])
         write_csv(f"{args.out}/identity_frames.csv", res["frames"])
-        write_json(f"{args.out}/identity.json", summary)
+        write_metrics(args.out, "identity", summary)  # identity.json (numbers) + identity.info.json
     except InputError as e:
         print(f"metrics_identity: error: {e}", file=sys.stderr)
         return 2

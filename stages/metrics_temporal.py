@@ -18,9 +18,8 @@ from ipfacediff.metrics.outputs import stage_args, stage_inputs
 def main(argv: list[str] | None = None) -> int:
     args = stage_args(__doc__, argv)
     try:
-        from ipfacediff.fsio import write_json
         from ipfacediff.metrics.evaluate import run_temporal
-        from ipfacediff.metrics.outputs import log_flat, provenance, write_csv
+        from ipfacediff.metrics.outputs import log_flat, provenance, write_csv, write_metrics
         from ipfacediff.metrics.temporal import WARP_SCALE
         from ipfacediff.tracking import start_run
 
@@ -37,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         with start_run("metrics_temporal", settings.as_params()) as run:
             log_flat(run, "temporal", res["methods"] | {"original": res["original_reference"]})
         write_csv(f"{args.out}/temporal_videos.csv", res["videos"])
-        write_json(f"{args.out}/temporal.json", summary)
+        write_metrics(args.out, "temporal", summary)  # temporal.json (numbers) + temporal.info.json
     except InputError as e:
         print(f"metrics_temporal: error: {e}", file=sys.stderr)
         return 2

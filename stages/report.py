@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         videos = build_videos(Path(args.prepped), {"engine": Path(args.edits), "imported": Path(args.imported)},
                               Path(args.videos), report.side_by_side_height,
                               enabled=report.side_by_side)
-        with start_run("report", settings.as_params()) as run:
+        with start_run("report", settings.as_params(), uses={"edits": ("edits", args.edits)},
+                       produces={"report": ("report", Path(args.tables).parent)}) as run:
             log_report(run, built, plots)
     except InputError as e:
         print(f"report: error: {e}", file=sys.stderr)

@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# Tests never write W&B runs, whatever the caller's environment says (`make` exports offline):
+# set before any test, fixture or subprocess starts; a test of tracking itself overrides it locally.
+os.environ["WANDB_MODE"] = "disabled"
 SHARED_MEDIA = Path(os.environ.get("IPFACEDIFF_SHARED_MEDIA", ROOT.parent / "shared" / "media"))
 
 
@@ -22,4 +25,34 @@ def media_dir() -> Path:
 def _offline_env(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    monkeypatch.setenv("WANDB_MODE", os.environ.get("WANDB_MODE", "disabled"))
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+
+
+def _wandb_entries() -> set[str]:
+    return {p.name for p in (ROOT / "wandb").glob("*")} if (ROOT / "wandb").is_dir() else set()
+
+
+def pytest_sessionstart(session):
+    session.config._wandb_before = _wandb_entries()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run if the test suite wrote anything into ./wandb/ (it must not write runs)."""
+    new = _wandb_entries() - getattr(session.config, "_wandb_before", set())
+    if new:
+        print(f"\nERROR: the test suite wrote W&B runs into {ROOT / 'wandb'}: {', '.join(sorted(new))}")
+        session.exitstatus = 1
+
+
+def pytest_addoption(parser):
+    parser.addoption("--repro-check", action="store_true",
+                     help="run the fresh-clone `dvc repro` reproduction check (`make repro-check`)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--repro-check"):
+        return
+    skip = pytest.mark.skip(reason="full dvc repro in a fresh clone (minutes): run `make repro-check`")
+    for item in items:
+        if "repro_check" in item.keywords:
+            item.add_marker(skip)

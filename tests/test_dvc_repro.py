@@ -6,6 +6,8 @@ from this checkout's tracked files.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import shutil
 import subprocess
@@ -13,6 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from ipfacediff.dag import load_stages
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -51,7 +55,56 @@ def test_second_repro_is_a_cache_hit(repo):
     assert "Running stage" not in out, out
 
 
+def test_snakemake_makes_the_same_artifacts_as_dvc(repo):
+    """The real workflow (not -n) over the cheap prefix: DVC's lock must find Snakemake's outputs identical."""
+    out = _run([str(BIN / "snakemake"), "-s", "workflow/Snakefile", "--cores", "2", "--forceall", "data_card"], repo)
+    for rule in ("sample_media", "prep_videos", "prep_faces", "data_card"):
+        assert (repo / "logs" / f"{rule}.log").is_file(), out
+    status = _run(["dvc", "status", "data_card"], repo)
+    assert "up to date" in status, status
+
+
+def test_bytecode_editor_files_and_logs_never_make_a_stage_stale(repo):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPATH"] = str(repo / "src")
+    subprocess.run([sys.executable, "-c", "import ipfacediff.face.prep, ipfacediff.media, ipfacediff.report.data_card"],
+                   cwd=repo, env=env, check=True)
+    assert list((repo / "src" / "ipfacediff" / "face").glob("__pycache__/*.pyc")), "bytecode was not written"
+    for folder in (repo / "src" / "ipfacediff" / "face", repo / "stages", repo / "data" / "media"):
+        (folder / "notes.py~").write_text("editor backup")
+        (folder / ".prep.py.swp").write_text("vim swap")
+        (folder / "debug.log").write_text("a log")
+    status = _run(["dvc", "status", "data_card"], repo)
+    assert "up to date" in status, status
+    from dvc.repo import Repo
+
+    with Repo(str(repo)) as dvc:  # every folder dependency of every stage ignores the same files
+        folders = {d for st in load_stages(repo / "dvc.yaml", repo / "params.yaml") for d in st.deps
+                   if (repo / d).is_dir()}
+        for folder in folders:
+            for name in ("__pycache__", ".ipynb_checkpoints"):
+                assert dvc.dvcignore.is_ignored_dir(str(repo / folder / name)), f"{folder}/{name}"
+            for name in ("m.pyc", "m.py~", ".m.py.swp", "#m.py#", "run.log"):
+                assert dvc.dvcignore.is_ignored_file(str(repo / folder / name)), f"{folder}/{name}"
+
+
 def test_exp_run_with_a_param_reruns_only_affected_stages(repo):
-    out = _run(["dvc", "exp", "run", "-S", "data.face_every=3", "data_card"], repo)
+    from ipfacediff.dag import plan_experiment
+
+    prefix = {"sample_media", "prep_videos", "prep_faces", "data_card"}
+    predicted = set(plan_experiment(repo, ["data.face_every=3"])) & prefix  # the lock here covers the prefix only
+    out = _run(["dvc", "exp", "run", "-n", "every3", "-S", "data.face_every=3", "data_card"], repo)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"prep_faces", "data_card"}, out
+    assert ran == {"prep_faces", "data_card"} == predicted, out
+    # `dvc exp show` is the comparison table: the experiment beside its baseline, with the changed parameter
+    table = _run(["dvc", "exp", "show", "--csv", "--only-changed"], repo)
+    rows = list(csv.DictReader(io.StringIO(table)))
+    by_name = {r["Experiment"]: r for r in rows}
+    assert by_name["every3"]["data.face_every"] == "3" and any(r["data.face_every"] != "3" for r in rows), table
+
+
+def test_a_sweep_is_queued_one_experiment_per_value(repo):
+    _run(["dvc", "exp", "run", "--queue", "-S", "data.face_every=2,4", "data_card"], repo)
+    status = _run(["dvc", "queue", "status"], repo)
+    assert status.count("Queued") == 2, status
+    _run(["dvc", "queue", "remove", "--queued"], repo)

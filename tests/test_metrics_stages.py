@@ -99,18 +99,31 @@ def test_import_external_crops_full_frame_outputs_like_the_original(ran):
     assert psnr > 30  # same crops up to two H.264 encodes
 
 
+def _leaves(d):
+    for v in d.values():
+        yield from (_leaves(v) if isinstance(v, dict) else [v])
+
+
 def test_metrics_outputs(ran):
-    ident = json.loads((ran / "reports" / "metrics" / "identity.json").read_text())
+    from ipfacediff.metrics.outputs import read_metrics
+
+    metrics = ran / "reports" / "metrics"
+    for name in ("identity", "temporal", "clip"):  # numbers only for `dvc metrics`; the rest beside them
+        numbers = json.loads((metrics / f"{name}.json").read_text())
+        leaves = list(_leaves(numbers))
+        assert leaves and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in leaves), name
+        assert "profile" in json.loads((metrics / f"{name}.info.json").read_text()), name
+    ident = read_metrics(metrics, "identity")
     assert ident["profile"] == "sample" and "NOT results" in ident["warning"]
     ours, stit, tf = (ident["methods"][m]["sface"] for m in ("ours", "stit", "tokenflow"))
     assert ident["methods"]["stit"]["origin"] == "imported"
     assert ours["r_at_1"] == 1.0 and ours["videos"] == 2 and ours["frames_no_face"] == 0
     assert stit["cosine_distance"] < 0.1 and tf["tg_id"] < 1.0  # the source itself; shuffled frames
     assert ident["gallery"]["sface"]["size"] == 2
-    temporal = json.loads((ran / "reports" / "metrics" / "temporal.json").read_text())
+    temporal = read_metrics(metrics, "temporal")
     assert temporal["methods"]["tokenflow"]["warp_error"] > 2 * temporal["methods"]["ours"]["warp_error"]
     assert "DIS" in temporal["flow"] and temporal["original_reference"]["videos"] == 2
-    clip = json.loads((ran / "reports" / "metrics" / "clip.json").read_text())
+    clip = read_metrics(metrics, "clip")
     assert clip["clip_weights"] == "random" and set(clip["methods"]) == {"ours", "tokenflow", "stit"}
     frames_csv = (ran / "reports" / "metrics" / "identity_frames.csv").read_text().splitlines()
     assert frames_csv[0] == "method,prompt,video,recognizer,time_s,similarity" and len(frames_csv) == 1 + 5 * 20

@@ -173,6 +173,8 @@ def test_interrupted_and_resumed_run_is_bit_identical(models, tmp_path, branch, 
         assert torch.equal(a[k], b[k]), k
     assert straight.curve.read_text() == resumed.curve.read_text()
     assert len(straight.curve.read_text().splitlines()) == 1 + 4
+    # the saved branch is the same files whether training resumed or not (DVC/Snakemake reruns stay cached)
+    assert (straight.out / "branch.json").read_bytes() == (resumed.out / "branch.json").read_bytes()
 
 
 def _fingerprint_of(ckpt_dir: Path) -> str:

@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         from .fsio import write_text
 
         write_text(PARAMS, text)
-    elif not PARAMS.is_file() or PARAMS.read_text() != text:
+    elif not PARAMS.is_file() or yaml.safe_load(PARAMS.read_text()) != yaml.safe_load(text):
+        # values, not text: `dvc exp run -S` rewrites params.yaml in its own layout (Hydra composition)
         print(f"{PARAMS}: out of date with conf/ (run `python -m ipfacediff.config --write`)", file=sys.stderr)
         return 1
     return 0

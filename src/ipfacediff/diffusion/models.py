@@ -223,10 +223,11 @@ def _build(unet_cfg, vae_cfg, text_cfg, seed: int, tokenizer_dir: Path, dtype=to
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**unet_cfg)
-    vae = AutoencoderKL(**vae_cfg)
-    text_encoder = CLIPTextModel(CLIPTextConfig(**text_cfg))
+    from .random_init import init_random_weights
+
+    unet = init_random_weights(UNet2DConditionModel(**unet_cfg), seed, "unet")  # same bytes on every machine
+    vae = init_random_weights(AutoencoderKL(**vae_cfg), seed, "vae")
+    text_encoder = init_random_weights(CLIPTextModel(CLIPTextConfig(**text_cfg)), seed, "text_encoder", "transformers")
     tokenizer = build_clip_tokenizer(tokenizer_dir)
     calibrate_latent_scale(vae, 64, seed)  # fully convolutional: 64 px calibrates any size
     comps = Components(unet, vae, text_encoder, tokenizer, make_scheduler())
@@ -246,10 +247,12 @@ def calibrate_latent_scale(vae, size: int, seed: int) -> float:
     `quant_conv` are scaled by c and `post_quant_conv`'s input by 1/c: decoding is unchanged.
     Calibrated on smooth random images (seeded), not on data.
     """
-    g = torch.Generator().manual_seed(seed)
-    images = torch.nn.functional.interpolate(torch.randn(4, 3, 8, 8, generator=g), size=(size, size), mode="bilinear").clamp(-1, 1)
+    from .random_init import parameter_rng, round_significant
+
+    small = torch.from_numpy(parameter_rng(seed, "vae/calibration").standard_normal((4, 3, 8, 8)).astype("float32"))
+    images = torch.nn.functional.interpolate(small, size=(size, size), mode="bilinear").clamp(-1, 1)
     std = vae.encode(images).latent_dist.mean.std() * vae.config.scaling_factor
-    c = float(1.0 / std)
+    c = round_significant(float(1.0 / std))  # float reductions above differ in the last bits between CPUs
     k = vae.config.latent_channels
     vae.quant_conv.weight[:k] *= c
     vae.quant_conv.bias[:k] *= c
@@ -350,8 +353,10 @@ def build_tiny_clip(out_dir: str | Path, seed: int = 0) -> dict:
         hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, image_size=64, patch_size=16, projection_dim=32
     )
     with atomic_dir(out_dir) as tmp:
-        torch.manual_seed(seed)
+        from .random_init import init_random_weights
+
         model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)).eval()
+        init_random_weights(model, seed, "clip", "transformers")
         model.save_pretrained(str(tmp), safe_serialization=True)
         build_clip_tokenizer(tmp / "_tok").save_pretrained(str(tmp))
         CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}).save_pretrained(str(tmp))

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ..layout import edit_path, inversion_path, meta_path, prepped_videos
+from ..layout import crops_dir, edit_path, inversion_path, meta_path, prepped_videos
 from ..prompts import EditPrompt
 from ..registry import Method, get_method
 from ..settings import EditSettings, Settings
@@ -35,6 +35,7 @@ class EditJob:
     prompt: EditPrompt
     method: Method
     output: Path
+    crops: Path  # the original's aligned crops (shown beside the edit in W&B)
 
 
 def source_inversion(inversions: str | Path, vid: str, method: Method) -> Path:
@@ -53,7 +54,7 @@ def plan_edits(prepped: str | Path, inversions: str | Path, out: str | Path, met
         for vid in videos:
             meta = json.loads(meta_path(prepped, vid).read_text())
             jobs.append(EditJob(vid, meta["fps"], int(meta["frames"]), source_inversion(inversions, vid, method), prompt,
-                                method, edit_path(out, method.name, prompt.id, vid)))
+                                method, edit_path(out, method.name, prompt.id, vid), crops_dir(prepped, vid)))
     return jobs
 
 
@@ -108,6 +109,7 @@ def edit_item(engine, pipe, job: EditJob, edit: EditSettings, seed: int, profile
     seconds = time.perf_counter() - t0
     if run is not None:
         key = f"{job.prompt.id}/{job.video}"
+        run.log_edit(f"edit/{key}", job.output, job.crops)
         run.log({f"seconds/{key}": seconds, f"edit_s/{key}": result.info["timings_s"]["edit"]})
     return {**row, "status": "edited", "seconds": seconds}
 
@@ -137,12 +139,14 @@ def run_edit_stage(settings: Settings, method_name: str, prepped, inversions, mo
     method = get_method(method_name)
     edit = settings.edit
     jobs = plan_edits(prepped, inversions, out, method, select_prompts(edit.prompts, prompts_file or EDIT_PROMPTS))
-    engine = Engine.load(models, branch_dirs(branches_dir, method.branches), settings.device, settings.models.dtype,
-                         seed=settings.seed)
+    used = branch_dirs(branches_dir, method.branches)
+    engine = Engine.load(models, used, settings.device, settings.models.dtype, seed=settings.seed)
     pipe = engine.pipeline(edit, progress=True)
     models_info = engine.record()
     rows = []
-    with start_run("edit", settings.as_params(), group=method.name) as run:
+    uses = {"models-base": ("model", models), **{f"branch-{b}": ("branch", Path(branches_dir) / b) for b in used}}
+    produces = {f"edits-{method.name}": ("edits", Path(out) / method.name)}
+    with start_run("edit", settings.as_params(), method=method.name, uses=uses, produces=produces) as run:
         for job in jobs:
             rows.append(edit_item(engine, pipe, job, edit, settings.seed, settings.profile, models_info, run))
     prune(Path(out) / method.name, {job.output for job in jobs})

@@ -35,6 +35,82 @@ def _cell(v: Any) -> Any:
     return "" if v is None else v
 
 
+# Metrics JSON layout: `<name>.json` holds numbers only (what `dvc metrics show/diff` reads: the measured
+# results under these keys); `<name>.info.json` holds everything else (profile, models, hashes,
+# warnings, conventions, per-method origin). Each leaf is in exactly one of the two files, and
+# `read_metrics` merges them back into the stage's full record.
+RESULT_KEYS = ("methods", "original_reference")
+INFO_SUFFIX = ".info.json"
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
+
+
+def split_record(record: dict) -> tuple[dict, dict]:
+    """(numbers, info): numeric leaves under RESULT_KEYS, and every other leaf."""
+    def walk(d: dict, in_results: bool) -> tuple[dict, dict]:
+        nums, info = {}, {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                n, i = walk(v, in_results)
+                if n:
+                    nums[k] = n
+                if i or not n:
+                    info[k] = i
+            elif in_results and _is_number(v):
+                nums[k] = v
+            else:
+                info[k] = v
+        return nums, info
+
+    nums, info = {}, {}
+    for k, v in record.items():
+        if k in RESULT_KEYS and isinstance(v, dict):
+            n, i = walk(v, True)
+            nums[k] = n
+            if i:
+                info[k] = i
+        else:
+            info[k] = v
+    return nums, info
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def write_metrics(out_dir: str | Path, name: str, record: dict) -> tuple[Path, Path]:
+    """Write `record` as OUT/<name>.json (numbers) + OUT/<name>.info.json (the rest), atomically."""
+    from ..fsio import write_json
+
+    nums, info = split_record(record)
+    paths = Path(out_dir) / f"{name}.json", Path(out_dir) / f"{name}{INFO_SUFFIX}"
+    write_json(paths[0], nums)
+    write_json(paths[1], info)
+    return paths
+
+
+def read_metrics(metrics_dir: str | Path, name: str) -> dict | None:
+    """The full record of metrics `name` (numbers + info merged); None when the stage wrote neither."""
+    from ..errors import InputError
+
+    parts = []
+    for path in (Path(metrics_dir) / f"{name}.json", Path(metrics_dir) / f"{name}{INFO_SUFFIX}"):
+        if not path.is_file():
+            continue
+        try:
+            parts.append(json.loads(path.read_text()))
+        except json.JSONDecodeError as e:
+            raise InputError(path, f"not valid JSON ({e})") from e
+    if not parts:
+        return None
+    return _merge(parts[0], parts[1]) if len(parts) == 2 else parts[0]
+
+
 def model_info(folder: str | Path) -> dict:
     """models/<name>/ipfacediff.json (what the models stage wrote), or a note that it is absent."""
     p = Path(folder) / "ipfacediff.json"

@@ -12,6 +12,7 @@ import numpy as np
 from ..errors import InputError
 from ..fsio import sha256_file
 from ..face.align import crop, umeyama
+from ..portable import portable_path
 
 
 @functools.lru_cache(maxsize=32)
@@ -96,6 +97,6 @@ class Recognizer(ABC):
     def info(self) -> dict:
         return {
             "name": self.name, "network": self.network, "input_size": self.input_size, "dim": self.dim,
-            "weights": str(self.weights_path), "weights_sha256": self.weights_sha256,
+            "weights": portable_path(self.weights_path), "weights_sha256": self.weights_sha256,
             "weights_kind": self.weights_kind, "template": np.round(self.template, 4).tolist(),
         }

@@ -25,6 +25,16 @@ def _json(path: Path, required: bool = True) -> dict | None:
         raise InputError(path, f"not valid JSON ({e})") from e
 
 
+def _metrics(metrics_dir: Path, name: str, required: bool = True) -> dict | None:
+    """A metrics stage's full record: <name>.json (numbers) + <name>.info.json (provenance, notes)."""
+    from ..metrics.outputs import read_metrics
+
+    record = read_metrics(metrics_dir, name)
+    if record is None and required:
+        raise InputError(metrics_dir / f"{name}.json", "not found (run the stage that writes it first)")
+    return record
+
+
 def _csv(path: Path) -> list[dict]:
     if not path.is_file():
         raise InputError(path, "not found (run metrics_identity first)")
@@ -34,9 +44,9 @@ def _csv(path: Path) -> list[dict]:
 
 def build_tables(metrics_dir: Path, timing_path: Path, out_dir: Path) -> dict:
     paper = load_paper_numbers()
-    identity = _json(metrics_dir / "identity.json")
-    temporal = _json(metrics_dir / "temporal.json")
-    clip = _json(metrics_dir / "clip.json", required=False)
+    identity = _metrics(metrics_dir, "identity")
+    temporal = _metrics(metrics_dir, "temporal")
+    clip = _metrics(metrics_dir, "clip", required=False)
     timing = _json(timing_path, required=False)
     tables = [table1(identity, paper), table2(timing, paper, identity), table3(temporal, clip, paper)]
     for t in tables:
@@ -56,8 +66,22 @@ def build_plots(built: dict, metrics_dir: Path, out_dir: Path, recognizer: str |
         raise InputError("params.yaml", f"metrics.plot_recognizer {recognizer!r} was not measured ({', '.join(recs)})")
     with atomic_dir(out_dir) as tmp:
         time_vs_frames(built["timing"], built["paper"], tmp, subtitle)
-        identity_over_time(_csv(metrics_dir / "identity_frames.csv"), rec, tmp, subtitle)
+        identity_over_time(_csv(metrics_dir / "identity_frames.csv"), rec, tmp, subtitle, _no_frames_reason(ident, rec))
     return sorted(out_dir.iterdir())
+
+
+def _no_frames_reason(identity: dict, recognizer: str) -> str:
+    """Why identity_frames.csv has no row for `recognizer`, from the identity record's counts."""
+    per = [m.get(recognizer, {}) for m in identity.get("methods", {}).values() if isinstance(m, dict)]
+    if not per:
+        return "no edited video was measured"
+    no_face, unpaired = sum(p.get("frames_no_face") or 0 for p in per), sum(p.get("frames_unpaired") or 0 for p in per)
+    if no_face:
+        why = " (edits of random-weight models are not faces)" if identity.get("warning") else ""
+        return f"{recognizer} found no face in any of the {no_face} edited frames{why}"
+    if unpaired:
+        return f"none of the {unpaired} edited frames could be paired with an original frame by timestamp"
+    return f"{recognizer} compared no frame"
 
 
 def build_videos(prepped: Path, edit_roots: dict[str, Path], out_dir: Path, height: int, enabled: bool = True) -> list[Path]:

@@ -67,9 +67,10 @@ def time_vs_frames(timing: dict | None, paper: dict, out_dir: Path, subtitle: st
     return [png, out_dir / "time_vs_frames.csv", out_dir / "time_vs_frames_paper.csv"]
 
 
-def identity_over_time(frames: list[dict], recognizer: str, out_dir: Path, subtitle: str) -> list[Path]:
+def identity_over_time(frames: list[dict], recognizer: str, out_dir: Path, subtitle: str,
+                       empty_reason: str = "no frame was compared") -> list[Path]:
     """Mean (over a method's edited videos) cosine similarity of each edited frame to the original
-    frame at the same time, against time, for one recogniser."""
+    frame at the same time, against time, for one recogniser; an empty plot states `empty_reason`."""
     plt = _pyplot()
     rows = [f for f in frames if f["recognizer"] == recognizer]
     methods = method_order(list(dict.fromkeys(f["method"] for f in rows)))
@@ -84,8 +85,9 @@ def identity_over_time(frames: list[dict], recognizer: str, out_dir: Path, subti
         ys = [float(np.mean(by_t[t])) for t in ts]
         data += [{"method": m, "time_s": t, "similarity": round(y, 6), "videos": len(by_t[t])} for t, y in zip(ts, ys)]
         ax.plot(ts, ys, marker=".", label=m)
-    ax.set(xlabel="time (s)", ylabel=f"cosine similarity to original ({recognizer})",
-           title="identity over time" + ("" if rows else " (no frames)"))
+    ax.set(xlabel="time (s)", ylabel=f"cosine similarity to original ({recognizer})", title="identity over time")
+    if not rows:  # an empty panel says why
+        ax.text(0.5, 0.5, f"no data: {empty_reason}", transform=ax.transAxes, ha="center", va="center", wrap=True)
     ax.grid(alpha=0.3)
     if methods:
         ax.legend(fontsize=8)
