@@ -294,6 +294,8 @@ def test_invert_stage(comps, clip_frames, tmp_path):
         (tmp_path / "prepped" / vid / "crops").mkdir(parents=True)
         for k, f in enumerate(clip_frames[sl]):
             write_png(tmp_path / "prepped" / vid / "crops" / f"{k:06d}.png", f)
+        frames = len(clip_frames[sl])  # a prepped video is crops/ + meta.json
+        (tmp_path / "prepped" / vid / "meta.json").write_text(json.dumps({"fps": "10/1", "frames": frames}))
     (tmp_path / "captions.jsonl").write_text(json.dumps({"video": "v1", "caption": "a man", "source": "t"}) + "\n")
     params = {"profile": "sample", "seed": 0, "device": "cpu", "wandb": {"mode": "disabled"},
               "models": {"source": "tiny", "clip": None, "dtype": "float32"}, "invert": {"steps": 3, "prompt": "", "batch_size": 4}}

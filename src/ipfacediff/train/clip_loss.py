@@ -96,11 +96,12 @@ class DirectionalClipLoss(nn.Module):
 
 def load_directional_loss(clip_dirs: Sequence[str | Path], device: str | torch.device = "cpu", dtype=torch.float32) -> DirectionalClipLoss:
     """CLIP models from local folders, `models/clip` pointers or Hugging Face ids in the local cache."""
-    from ..diffusion.models import load_clip, resolve_pretrained
+    from ..diffusion.clip_model import load_clip_model
+    from ..diffusion.hub import resolve_pretrained
 
     encoders = []
     for d in clip_dirs:
         folder = d if Path(d).is_dir() else resolve_pretrained(d, required=("config.json",))
-        c = load_clip(folder, device=device, dtype=dtype)
+        c = load_clip_model(folder, device=device, dtype=dtype)
         encoders.append(ClipEncoder(c.model, c.tokenizer, c.processor, name=str(c.info.get("spec") or c.info.get("path") or d)))
     return DirectionalClipLoss(encoders).to(device)
