@@ -12,6 +12,7 @@ import yaml
 
 from ipfacediff import registry
 from ipfacediff.config import CONF_DIR, ROOT
+from ipfacediff.errors import InputError
 from ipfacediff.settings import EditSettings
 
 
@@ -124,3 +125,51 @@ def test_a_registered_metric_column_reaches_the_report_table(monkeypatch):
                 "gallery": {}, "methods": {"ours": {"origin": "engine", "sface": {"cosine_distance": 0.2, "id_margin": 0.456}}}}
     t1 = table1(identity, paper)
     assert "ID margin ↑" in t1.header and "| 0.46 |" in to_markdown(t1)
+
+
+# ------------------------------------------------------------------------------------- recognisers
+def test_a_registered_metrics_recogniser_is_loaded_by_name(monkeypatch, tmp_path):
+    """A new metrics recogniser: a Recognizer subclass + one BACKENDS entry; `metrics.recognizers` selects it."""
+    import numpy as np
+
+    from ipfacediff import recognition
+    from ipfacediff.metrics.evaluate import load_recognizers
+    from ipfacediff.settings import MetricsSettings
+
+    weights = tmp_path / "toy.bin"
+    weights.write_bytes(b"toy weights")
+
+    class MeanColour(recognition.Recognizer):
+        name, network, input_size, dim = "mean_colour", "mean RGB (test)", 16, 3
+        template = np.array([[5, 6], [11, 6], [8, 9], [6, 12], [10, 12]], np.float64)
+
+        def __init__(self, weights_path=None):
+            self.weights_path = weights
+
+        def _forward(self, faces):
+            return faces.reshape(len(faces), -1, 3).mean(axis=1) + 1.0
+
+    monkeypatch.setitem(recognition.BACKENDS, "mean_colour", (None, MeanColour, True))
+    (rec,) = load_recognizers(MetricsSettings(recognizers=["mean_colour"]))
+    emb = rec.embed(np.full((2, 16, 16, 3), 7, np.uint8))
+    assert isinstance(rec, MeanColour) and emb.shape == (2, 3) and np.allclose(np.linalg.norm(emb, axis=1), 1)
+    assert rec.info()["name"] == "mean_colour"
+
+
+def test_a_registered_loss_recogniser_is_loaded_by_name(monkeypatch):
+    """A new differentiable recogniser for the identity loss: one LOSS_RECOGNIZERS entry."""
+    import torch
+
+    from ipfacediff.train import identity_net
+
+    def toy(weights):
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1), torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten())
+        return identity_net.FaceRecognizer(net, "toy pooling", input_0_255=False)
+
+    monkeypatch.setitem(identity_net.LOSS_RECOGNIZERS, "toy", toy)
+    rec = identity_net.load_recognizer("toy")
+    x = torch.rand(2, 3, 112, 112, requires_grad=True) * 2 - 1
+    rec(x).sum().backward()  # differentiable end to end
+    assert rec(x).shape == (2, 48) and rec.name == "toy pooling"
+    with pytest.raises(InputError, match="unknown recogniser 'nope'; expected one of sface, arcface, toy"):
+        identity_net.load_recognizer("nope")
