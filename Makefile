@@ -9,7 +9,7 @@ export WANDB_MODE ?= offline
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup repro test mutation params snakemake-dry clean-venv
+.PHONY: setup repro repro-check test mutation params snakemake-dry clean-venv
 
 setup: $(VENV)/.installed
 
@@ -29,6 +29,11 @@ test: setup
 # every deliberate engine error in tools/mutants.py must fail an engine test; writes tools/mutation_result.{json,md}
 mutation: setup
 	OMP_NUM_THREADS=1 $(PY) tools/mutation_check.py -j 2
+
+# A fresh clone of HEAD reproduces the committed dvc.lock and metrics (reports/metrics/tolerances.yaml);
+# a full `dvc repro` in a temporary folder (~6 min on 2 idle cores). CI runs it after `make test`.
+repro-check: setup
+	$(PY) -m pytest -q --repro-check tests/test_repro_check.py
 
 params: setup
 	$(PY) -m ipfacediff.config --write

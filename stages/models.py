@@ -25,8 +25,8 @@ def main(argv: list[str] | None = None) -> int:
         from ipfacediff.diffusion.models import prepare_models
         from ipfacediff.tracking import start_run
 
-        with start_run("models", settings.as_params(),
-                       produces={f"models-{n}": ("model", f"{args.out}/{n}") for n in ("base", "clip")}) as run:
+        produces = {f"models-{n}": ("model", f"{args.out}/{n}") for n in ("base", "clip")}
+        with start_run("models", settings.as_params(), produces=produces) as run:
             infos = prepare_models(settings.models, args.out, seed=settings.seed, sample_size=settings.data.crop_size)
             run.summary({f"{k}_{f}": v.get(f) for k, v in infos.items() for f in ("source", "weights")})
         for name, info in infos.items():

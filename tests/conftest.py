@@ -52,3 +52,17 @@ def tiny_models(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny_models") / "base"
     build_tiny(out, seed=0)
     return out
+
+
+def pytest_addoption(parser):
+    parser.addoption("--repro-check", action="store_true",
+                     help="run the fresh-clone `dvc repro` reproduction check (`make repro-check`)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--repro-check"):
+        return
+    skip = pytest.mark.skip(reason="full dvc repro in a fresh clone (minutes): run `make repro-check`")
+    for item in items:
+        if "repro_check" in item.keywords:
+            item.add_marker(skip)

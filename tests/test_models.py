@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from ipfacediff.diffusion import models as M
+from ipfacediff.diffusion.clip_model import projected_features
 from ipfacediff.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +52,7 @@ def test_tiny_has_sd21_structure_and_schedule(comps):
     assert [type(b).__name__ for b in unet.down_blocks] == ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"]
     assert [type(b).__name__ for b in unet.up_blocks] == ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3
     names = dict(unet.named_modules())
-    # the PnP injection sites (REFERENCE section 2)
+    # the PnP injection sites (TokenFlow's decoder blocks 4-11 and up_blocks[1].resnets[1])
     for n in ["up_blocks.1.resnets.1", "up_blocks.1.attentions.1", "up_blocks.1.attentions.2", "up_blocks.3.attentions.2"]:
         assert n in names
     assert names["up_blocks.1.attentions.1.transformer_blocks.0.attn1"].is_cross_attention is False
@@ -197,7 +198,7 @@ def test_bad_model_folders(tiny_dir, tmp_path):
 
 def test_tiny_clip_loads_and_embeds(tmp_path):
     info = M.build_tiny_clip(tmp_path / "clip", seed=0)
-    clip = M.load_clip(tmp_path / "clip")
+    clip = M.load_clip_model(tmp_path / "clip")
     assert clip.info["sha256"] == info["sha256"]
     import numpy as np
 
@@ -206,8 +207,8 @@ def test_tiny_clip_loads_and_embeds(tmp_path):
     pix = clip.processor(images=[image], return_tensors="pt").pixel_values
     assert pix.shape == (1, 3, 64, 64)
     ids = clip.tokenizer(["a face"], padding="max_length", max_length=77, return_tensors="pt").input_ids
-    img = M._features(clip.model.get_image_features(pixel_values=pix))
-    assert torch.allclose(M._features(clip.model.get_text_features(input_ids=ids)), clip.text_embeds(["a face"]))
+    img = projected_features(clip.model.get_image_features(pixel_values=pix))
+    assert torch.allclose(projected_features(clip.model.get_text_features(input_ids=ids)), clip.text_embeds(["a face"]))
     # the differentiable preprocessing agrees with the PIL processor on a smooth image (normalised units;
     # PIL and torch bicubic differ at the borders and by uint8 rounding)
     x = M.uint8_to_tensor(torch.from_numpy(image)[None]).requires_grad_(True)

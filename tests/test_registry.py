@@ -12,6 +12,7 @@ import yaml
 
 from ipfacediff import registry
 from ipfacediff.config import CONF_DIR, ROOT
+from ipfacediff.errors import InputError
 from ipfacediff.settings import EditSettings
 
 
@@ -74,3 +75,101 @@ def test_every_method_is_a_valid_branch_choice():
         assert m.source_branch in ("identity", "base") and m.edit_branch in ("directional", "base")
         assert m.branches <= set(BRANCHES)
         assert dataclasses.asdict(m)["name"] == m.name
+
+
+# ------------------------------------------------------------------------------------------ metrics
+def test_dvc_plots_are_the_registered_series():
+    from ipfacediff.report.plots import PAPER_TIME_METHODS, TIME_SERIES
+
+    plots = {next(iter(p)): next(iter(p.values())) for p in yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
+             if isinstance(p, dict)}
+    assert plots["identity_over_time"]["y"]["reports/plots/results/identity_over_time.csv"] == registry.method_names()
+    assert plots["time_vs_frames"]["y"]["reports/plots/results/time_vs_frames.csv"] == TIME_SERIES
+    assert set(TIME_SERIES) <= {m.key for m in registry.table_metrics("table2_time") if m.source == "timing"}
+    assert plots["time_vs_frames_paper"]["y"]["reports/plots/results/time_vs_frames_paper.csv"] == [
+        f"{m}_min" for m in PAPER_TIME_METHODS]
+    assert PAPER_TIME_METHODS == ["ours", *registry.BASELINES]
+
+
+def test_metric_headers_show_their_direction_and_paper_keys_exist():
+    from ipfacediff.report.tables import load_paper_numbers
+
+    paper = load_paper_numbers()
+    for m in registry.METRICS.values():
+        if m.arrow and m.direction:
+            assert m.header.endswith(registry.ARROWS[m.direction]), m.key
+        if m.paper_key:
+            rows = list(paper[m.table]["rows"].values())
+            if m.table == "table1_identity":  # method -> recogniser -> values
+                rows = [v for r in rows for v in (r or {}).values()]
+            assert any(m.paper_key in (r or {}) for r in rows), m.key
+
+
+def test_a_registered_metric_column_reaches_the_report_table(monkeypatch):
+    """A new metric: one registry entry (plus the metrics code writing it); the table picks it up by name."""
+    from ipfacediff.report.tables import load_paper_numbers, table1, table3, to_csv, to_markdown
+
+    monkeypatch.setitem(registry.METRICS, "sharpness", registry.Metric(
+        "sharpness", "table3_temporal", "temporal", "sharpness", 1, "higher", help="test-only column"))
+    monkeypatch.setitem(registry.METRICS, "id_margin", registry.Metric(
+        "id_margin", "table1_identity", "identity", "ID margin", 2, "higher", help="test-only column"))
+    paper = load_paper_numbers()
+    temporal = {"profile": "sample", "flow": "DIS", "original_reference": {"warp_error": 0.1, "videos": 1},
+                "methods": {"ours": {"origin": "engine", "warp_error": 0.3, "warp_error_std": 0.1, "videos": 2, "sharpness": 12.345}}}
+    t3 = table3(temporal, None, paper)
+    assert "sharpness ↑" in t3.header and t3.header.index("sharpness ↑") < t3.header.index("paper E_warp ↓")
+    assert "| 12.3 |" in to_markdown(t3) and "12.345" in to_csv(t3)
+    ours = next(r for r in t3.rows if r["method"] == registry.method_label("ours"))
+    assert ours["warp_error"] == 0.3 and ours["paper_warp_error"] == 0.238  # later columns keep their values
+    identity = {"profile": "sample", "recognizers": [{"name": "sface", "network": "SFace", "weights_sha256": "a" * 64}],
+                "gallery": {}, "methods": {"ours": {"origin": "engine", "sface": {"cosine_distance": 0.2, "id_margin": 0.456}}}}
+    t1 = table1(identity, paper)
+    assert "ID margin ↑" in t1.header and "| 0.46 |" in to_markdown(t1)
+
+
+# ------------------------------------------------------------------------------------- recognisers
+def test_a_registered_metrics_recogniser_is_loaded_by_name(monkeypatch, tmp_path):
+    """A new metrics recogniser: a Recognizer subclass + one BACKENDS entry; `metrics.recognizers` selects it."""
+    import numpy as np
+
+    from ipfacediff import recognition
+    from ipfacediff.metrics.evaluate import load_recognizers
+    from ipfacediff.settings import MetricsSettings
+
+    weights = tmp_path / "toy.bin"
+    weights.write_bytes(b"toy weights")
+
+    class MeanColour(recognition.Recognizer):
+        name, network, input_size, dim = "mean_colour", "mean RGB (test)", 16, 3
+        template = np.array([[5, 6], [11, 6], [8, 9], [6, 12], [10, 12]], np.float64)
+
+        def __init__(self, weights_path=None):
+            self.weights_path = weights
+
+        def _forward(self, faces):
+            return faces.reshape(len(faces), -1, 3).mean(axis=1) + 1.0
+
+    monkeypatch.setitem(recognition.BACKENDS, "mean_colour", (None, MeanColour, True))
+    (rec,) = load_recognizers(MetricsSettings(recognizers=["mean_colour"]))
+    emb = rec.embed(np.full((2, 16, 16, 3), 7, np.uint8))
+    assert isinstance(rec, MeanColour) and emb.shape == (2, 3) and np.allclose(np.linalg.norm(emb, axis=1), 1)
+    assert rec.info()["name"] == "mean_colour"
+
+
+def test_a_registered_loss_recogniser_is_loaded_by_name(monkeypatch):
+    """A new differentiable recogniser for the identity loss: one LOSS_RECOGNIZERS entry."""
+    import torch
+
+    from ipfacediff.train import identity_net
+
+    def toy(weights):
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1), torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten())
+        return identity_net.FaceRecognizer(net, "toy pooling", input_0_255=False)
+
+    monkeypatch.setitem(identity_net.LOSS_RECOGNIZERS, "toy", toy)
+    rec = identity_net.load_recognizer("toy")
+    x = torch.rand(2, 3, 112, 112, requires_grad=True) * 2 - 1
+    rec(x).sum().backward()  # differentiable end to end
+    assert rec(x).shape == (2, 48) and rec.name == "toy pooling"
+    with pytest.raises(InputError, match="unknown recogniser 'nope'; expected one of sface, arcface, toy"):
+        identity_net.load_recognizer("nope")

@@ -9,6 +9,7 @@ import math
 import pytest
 
 from ipfacediff.report.tables import (
+    Column,
     NA,
     NT,
     Table,
@@ -54,13 +55,13 @@ def test_table1_puts_paper_values_beside_the_same_recogniser_family():
     m = {"cosine_distance": 0.3, "r_at_1": 0.5, "mrr": 0.75, "tl_id": 0.99, "tg_id": 0.98, "videos": 4}
     t = table1(_identity({"ours": {"origin": "engine", "sface": m, "facenet": m},
                           "tokenflow": {"origin": "engine", "sface": m, "facenet": m}}), load_paper_numbers())
-    rows = {(r[0], r[1], r[2], r[9]): r for r in t.rows}
+    rows = {(r[0], r[1], r[2], r[9]): r for r in t.values()}
     ours = "IP-FaceDiff (ours, with ID guidance)"
     assert rows[(ours, "this run", "FaceNet (TF graph)", "FaceNet")][10:] == [NT, NT, NT]  # published, not transcribed
     assert rows[(ours, "this run", "SFace", NA)][10:] == [None, None, None]  # no published counterpart
     assert rows[(ours, "paper only", NA, "VGGFace")][10:] == [0.221, 0.96, 0.97]
     assert rows[("tokenflow", "this run", "FaceNet (TF graph)", "FaceNet")][10:] == [None, None, None]  # not in paper
-    dva = [r for r in t.rows if r[0].startswith("DVA")]
+    dva = [r for r in t.values() if r[0].startswith("DVA")]
     assert dva and all("not measured" in r[1] for r in dva)
     assert t.caption.startswith("**Sample profile") and "random-weight" in t.caption and "35,000" in t.caption
 
@@ -70,8 +71,8 @@ def test_table2_and_table3_rows():
     timing = {"hardware": {"cpu": "test cpu", "gpu": None},
               "rows": [{"frames": 8, "seconds_video": 0.8, "invert_s": 1.0, "edit_s": 3.0, "total_s": 4.0, "peak_mem_mb": 500}]}
     t2 = table2(timing, paper, PROV)
-    assert len(t2.rows) == 4 and t2.rows[0][6] == pytest.approx(0.5) and t2.rows[0][10] == 6
-    assert t2.rows[3][1] is None and t2.rows[3][14] == pytest.approx(98 * 60 / 1200)
+    assert len(t2.rows) == 4 and t2.rows[0]["s_per_frame"] == pytest.approx(0.5) and t2.rows[0]["paper_ours_min"] == 6
+    assert t2.rows[3]["frames"] is None and t2.rows[3]["paper_s_per_frame"] == pytest.approx(98 * 60 / 1200)
     assert "test cpu" in t2.caption and "gpu" not in t2.caption and "one NVIDIA A100" in t2.caption
     assert "missing" in table2(None, paper, PROV).caption
     temporal = PROV | {"flow": "OpenCV DIS", "methods": {"ours": {"origin": "engine", "warp_error": 0.3,
@@ -82,7 +83,7 @@ def test_table2_and_table3_rows():
     clip = {"available": True, "clip": "CLIP at models/clip (random weights)", "clip_weights": "random",
             "methods": {"ours": {"clip_score": 20.0, "directional_clip": 0.1}}}
     t3 = table3(temporal, clip, paper)
-    by = {r[0]: r for r in t3.rows}
+    by = {r[0]: r for r in t3.values()}
     assert by["IP-FaceDiff (ours, with ID guidance)"][2:] == [0.3, 0.1, 4, 20.0, 0.1, 0.238, 7.7]
     assert by["STIT (Tzaban et al., 2022)"][1] == "this run (imported outputs)" and by["STIT (Tzaban et al., 2022)"][7] == 0.273
     assert "not measured" in by["DVA (Kim et al., CVPR 2023)"][1] and by["DVA (Kim et al., CVPR 2023)"][8] == 4.7
@@ -91,8 +92,9 @@ def test_table2_and_table3_rows():
 
 
 def test_renderings(tmp_path):
-    t = Table("t_test", "Test & table", "Caption with 50% of_stuff **bold**.", ["name", "kind", "x", "value ↓"],
-              [["a_b", "x", None, 0.12345], ["c|d", "y", NT, math.nan]], ["note #1"], {3: 2})
+    cols = [Column("name", "name"), Column("kind", "kind"), Column("x", "x"), Column("v", "value ↓", 2)]
+    t = Table("t_test", "Test & table", "Caption with 50% of_stuff **bold**.", cols,
+              [{"name": "a_b", "kind": "x", "v": 0.12345}, {"name": "c|d", "kind": "y", "x": NT, "v": math.nan}], ["note #1"])
     md = to_markdown(t)
     assert "| a_b | x | — | 0.12 |" in md and "c\\|d" in md and "- note #1" in md and md.count("\n| ") == 3
     rows = list(csv.reader(io.StringIO(to_csv(t))))

@@ -77,7 +77,7 @@ def _record(edit: EditSettings) -> dict:
     from ipfacediff.registry import get_method
 
     job = EditJob("v", "10/1", 4, Path("v.safetensors"), EditPrompt("glasses", "accessory", "a person wearing glasses", "a person"),
-                  get_method("ours"), Path("out/ours/glasses/v.mp4"))
+                  get_method("ours"), Path("out/ours/glasses/v.mp4"), Path("prepped/v/crops"))
     cache = SimpleNamespace(path=job.inversion, data_sha256="d", steps=10, prompt="a person", meta={"branch": "base"})
     return job_record(job, cache, edit, seed=0, profile="sample", models_info={"sha256": "m"})
 

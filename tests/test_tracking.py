@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,6 +85,19 @@ def test_artifacts_declare_lineage_and_only_on_success(fake_wandb, tmp_path):
         with tracking.start_run("finetune_id", {"profile": "sample"}, uses=uses, produces=produces):
             raise RuntimeError("training crashed")
     assert fake_wandb[-1].produced == [] and fake_wandb[-1].finished
+
+
+def test_offline_runs_record_their_inputs_in_the_config(fake_wandb, tmp_path):
+    class Config(dict):
+        def update(self, d, allow_val_change=False):
+            super().update(d)
+
+    (tmp_path / "base").mkdir()
+    with tracking.start_run("invert", {"profile": "sample"}, uses={"models-base": ("model", tmp_path / "base")}) as run:
+        run._run.offline, run._run.config = True, Config()
+        run.use_artifact("branch-identity", "branch", tmp_path / "base")
+    # (the `uses` of start_run went through use_artifact before the flag was set; this one is offline)
+    assert run._run.config["inputs"] == {"branch-identity": {"type": "branch", "path": str(tmp_path / "base")}}
 
 
 def test_edit_logged_as_video_and_side_by_side_frame(fake_wandb, tmp_path):

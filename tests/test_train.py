@@ -173,6 +173,8 @@ def test_interrupted_and_resumed_run_is_bit_identical(models, tmp_path, branch, 
         assert torch.equal(a[k], b[k]), k
     assert straight.curve.read_text() == resumed.curve.read_text()
     assert len(straight.curve.read_text().splitlines()) == 1 + 4
+    # the saved branch is the same files whether training resumed or not (DVC/Snakemake reruns stay cached)
+    assert (straight.out / "branch.json").read_bytes() == (resumed.out / "branch.json").read_bytes()
 
 
 def _fingerprint_of(ckpt_dir: Path) -> str:
@@ -319,7 +321,7 @@ def test_unreadable_and_faceless_images_are_skipped_and_counted(models, tmp_path
     faces, caps = write_faces(tmp_path, n=5)
     (faces / "images" / "f1.png").write_bytes(b"\x89PNG broken")
     # f2 has no face: the caption stage left it out and said why
-    lines = [l for l in caps.read_text().splitlines() if "f2.png" not in l]
+    lines = [line for line in caps.read_text().splitlines() if "f2.png" not in line]
     caps.write_text("\n".join(lines) + "\n")
     (caps.parent / "summary.json").write_text(json.dumps(
         {"faces": {"skipped": [{"image": "images/f2.png", "reason": "no face: YuNet found no face in f2.png"}]}}))
@@ -389,6 +391,6 @@ def test_two_process_run_under_torchrun(models, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("finetune_dir [test]: 2 steps") == 1  # the main process reports
     assert (out / "pytorch_lora_weights.safetensors").is_file()
-    assert [l.split("\t")[0] for l in curve.read_text().splitlines()] == ["step", "1", "2"]
+    assert [line.split("\t")[0] for line in curve.read_text().splitlines()] == ["step", "1", "2"]
     rngs = torch.load(ckpt / "step-0000002" / "rng.pt", weights_only=False)
     assert len(rngs) == 2 and all({"python", "numpy", "torch"} <= set(r) for r in rngs)  # one entry per process

@@ -80,10 +80,11 @@ class Stage:
         return not Path(path).suffix or path.endswith("/")
 
 
-def load_stages(dvc_yaml: str | Path, params_yaml: str | Path) -> list[Stage]:
-    """Every stage of dvc.yaml, matrix combinations expanded to `name@key` names as DVC names them."""
+def load_stages(dvc_yaml: str | Path, params_yaml: str | Path | dict) -> list[Stage]:
+    """Every stage of dvc.yaml, matrix combinations expanded to `name@key` names as DVC names them
+    (`params_yaml`: the parameters file, or the parameters themselves)."""
     spec = yaml.safe_load(Path(dvc_yaml).read_text())
-    params = yaml.safe_load(Path(params_yaml).read_text())
+    params = params_yaml if isinstance(params_yaml, dict) else yaml.safe_load(Path(params_yaml).read_text())
     scope = {**params, **(spec.get("vars") or [{}])[0]} if isinstance(spec.get("vars"), list) else dict(params)
     stages = []
     for name, body in (spec.get("stages") or {}).items():
@@ -196,3 +197,75 @@ def rule_specs(stages: list[Stage], resources: dict[str, dict[str, int]]) -> lis
             log=f"{LOG_DIR}/{rule_name(st.name)}.log",
         ))
     return specs
+
+
+# --------------------------------------------------------------------------- experiment plans
+
+
+def downstream(stages: list[Stage], changed: set[str]) -> set[str]:
+    """`changed` plus every stage that depends (by path, folder prefixes included) on their outputs."""
+    def touches(dep: str, out: str) -> bool:
+        d, o = dep.rstrip("/"), out.rstrip("/")
+        return d == o or d.startswith(o + "/") or o.startswith(d + "/")
+
+    result, grew = set(changed), True
+    while grew:
+        grew = False
+        outs = [o for st in stages if st.name in result for o in st.outs]
+        for st in stages:
+            if st.name not in result and any(touches(d, o) for d in st.deps for o in outs):
+                result.add(st.name)
+                grew = True
+    return result
+
+
+def plan_experiment(root: str | Path, overrides: list[str]) -> list[str]:
+    """Stages `dvc exp run -S <overrides>` re-runs, judged against dvc.lock: a stage whose command or
+    parameter values differ from its lock entry (or that has none), and everything downstream of it.
+    Assumes code and data match the lock (`dvc status` reports those). Parameters are composed from
+    conf/ with the overrides by Hydra, as DVC does. Exists because `dvc exp run --dry` needs every
+    upstream output checked out in its temporary workspace and fails without it (DVC issue 10135)."""
+    from .config import compose
+
+    root = Path(root)
+    stages = load_stages(root / "dvc.yaml", compose(overrides, conf_dir=root / "conf"))
+    lock_file = root / "dvc.lock"
+    # DVC writes dvc.lock as YAML 1.2 (`no` is a string there, False for PyYAML's 1.1): read it as DVC does
+    from ruamel.yaml import YAML
+
+    lock = (YAML(typ="safe").load(lock_file.read_text()) or {}).get("stages", {}) if lock_file.is_file() else {}
+    direct = set()
+    for st in stages:
+        entry = lock.get(st.name)
+        recorded = ((entry or {}).get("params") or {}).get("params.yaml", {})
+        if entry is None or entry.get("cmd") != st.cmd or any(recorded.get(k) != v for k, v in st.param_values.items()):
+            direct.add(st.name)
+    affected = downstream(stages, direct)
+    return [st.name for st in stages if st.name in affected]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m ipfacediff.dag", description="the DAG as DVC runs it")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    plan = sub.add_parser("plan", help="stages `dvc exp run -S ...` would re-run (a dry run that works on any checkout)")
+    plan.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="Hydra override, as for `dvc exp run -S` (repeatable)")
+    args = ap.parse_args(argv)
+    root = Path.cwd()
+    if not (root / "dvc.yaml").is_file():
+        print(f"{root}: no dvc.yaml here (run from the repository root)", file=sys.stderr)
+        return 2
+    try:
+        names = plan_experiment(root, args.overrides)
+    except Exception as e:  # Hydra's override and composition errors name the bad key
+        print(f"plan: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2
+    print("\n".join(names) if names else "nothing to re-run: every stage matches dvc.lock")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -230,7 +230,11 @@ class EditSettings:
 
     def output_settings(self) -> dict[str, Any]:
         """The fields an edit's pixels depend on (what the skip-if-done fingerprint hashes)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not (f.metadata.get("runtime") or f.metadata.get("selection"))}
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if not (f.metadata.get("runtime") or f.metadata.get("selection"))
+        }
 
 
 @dataclass

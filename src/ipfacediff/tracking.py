@@ -10,7 +10,8 @@ What a synced project holds (README "Experiment tracking"):
     configuration lands in one group and two configurations never mix;
   - runs named by stage, method and prompt (`edit-ours`, `finetune_id`, ...), job_type = stage;
   - models, branches, inversions, edits and the report as artifacts whose inputs are declared with
-    `use_artifact` and outputs with `log_artifact`, so the artifact graph is the DAG's lineage;
+    `use_artifact` and outputs with `log_artifact`, so the artifact graph is the DAG's lineage (W&B
+    accepts inputs only online; an offline run records them in its config under `inputs`);
   - edit results as videos and side-by-side (original | edited) frames.
 Artifacts are file references (checksummed, not copied): a multi-GB model folder costs nothing.
 """
@@ -82,8 +83,14 @@ class Run:
                                                           caption="original | edited (middle frame)")})
 
     def use_artifact(self, name: str, kind: str, path: str | Path) -> None:
-        """Declare `path` (a stage input) as this run's input artifact `name`."""
-        if self._run is not None and Path(path).exists():
+        """Declare `path` (a stage input) as this run's input artifact `name`. W&B refuses inputs in
+        offline mode, so there the run's config records them (`inputs`: name, type, path) instead."""
+        if self._run is None or not Path(path).exists():
+            return
+        if getattr(self._run, "offline", False):
+            self._run.config.update({"inputs": {**dict(self._run.config.get("inputs", {})),
+                                                name: {"type": kind, "path": str(path)}}}, allow_val_change=True)
+        else:
             self._run.use_artifact(_artifact(name, kind, path))
 
     def log_artifact(self, name: str, kind: str, path: str | Path) -> None:

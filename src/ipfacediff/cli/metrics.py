@@ -53,14 +53,14 @@ def _weights(specs: list[str]) -> dict[str, str]:
 def run_identity(args) -> int:
     from pathlib import Path
 
-    from ..metrics.clips import load_clip
+    from ..metrics.clips import load_frame_clip
     from ..metrics.evaluate import finite
     from ..metrics.identity import Embedder, build_gallery, compare, gallery_entries, rank_in_gallery
     from ..recognition import get_recognizer
 
     names = args.recognizer or ["sface", "dlib", "facenet"]
     weights = _weights(args.weights)
-    original, edited = load_clip(args.original), load_clip(args.edited)
+    original, edited = load_frame_clip(args.original), load_frame_clip(args.edited)
     entries, dropped = gallery_entries(args.gallery) if args.gallery else ([], [])
     recs = [get_recognizer(n, weights.get(n)) for n in names]  # fail on absent weights before any work
     embedder = Embedder()
@@ -92,14 +92,14 @@ def run_identity(args) -> int:
 
 
 def run_temporal(args) -> int:
-    from ..metrics.clips import load_clip
+    from ..metrics.clips import load_frame_clip
     from ..metrics.evaluate import paired_frames
     from ..metrics.temporal import WARP_SCALE, flow_estimator, warp_error
 
-    video = load_clip(args.video)
+    video = load_frame_clip(args.video)
     flow = flow_estimator(args.flow, args.raft_weights)
     if args.source:
-        frames, source, unpaired = paired_frames(load_clip(args.source), video)
+        frames, source, unpaired = paired_frames(load_frame_clip(args.source), video)
     else:
         frames, source, unpaired = video.frames, None, 0
     res = warp_error(frames, flow, source=source, progress=sys.stderr.isatty())

@@ -38,7 +38,9 @@ def chunked_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int, 
     return torch.cat([F.scaled_dot_product_attention(qc, k, v, scale=scale) for qc in q.split(chunk, dim=-2)], dim=-2)
 
 
-def frame_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, chunk: int = 4096, scale: float | None = None) -> torch.Tensor:
+def frame_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, chunk: int = 4096, scale: float | None = None
+) -> torch.Tensor:
     """Ordinary multi-head self-attention of each frame; q, k, v (B, S, C) -> (B, S, C)."""
     B, S, C = q.shape
     split = lambda t: t.view(B, -1, heads, C // heads).transpose(1, 2)  # noqa: E731

@@ -1,6 +1,6 @@
 """Plug-and-play identity guidance: the identity branch's features injected into the edit pass.
 
-PnP (Tumanyan et al. 2023) as TokenFlow configures it for SD 2.1 (REFERENCE section 2):
+PnP (Tumanyan et al., CVPR 2023) as TokenFlow (Geyer et al., ICLR 2024; its tokenflow_utils.py and PnP config) uses it on SD 2.1:
   - self-attention q and k (not v) of decoder attention blocks 4-11 = up_blocks[1].attentions[1,2],
     up_blocks[2].attentions[0,1,2], up_blocks[3].attentions[0,1,2], during the first `pnp_attn_t`
     of the sampling steps (done by EditAttnProcessor, see attention.py);

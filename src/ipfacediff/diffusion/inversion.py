@@ -287,7 +287,16 @@ def branch_fingerprint(branches: BranchSet, name: str) -> str:
     return f"{kind}:{weight_hashes(path)['combined']}"
 
 
-def inversion_meta(components: Components, branches: BranchSet, prompt: str, steps: int, frames_sha: str, n_frames: int, size: tuple[int, int], store_dtype: str) -> dict:
+def inversion_meta(
+    components: Components,
+    branches: BranchSet,
+    prompt: str,
+    steps: int,
+    frames_sha: str,
+    n_frames: int,
+    size: tuple[int, int],
+    store_dtype: str,
+) -> dict:
     timesteps, alphas = ddim_schedule(components.new_scheduler(), steps)
     s = components.vae_scale
     return {
@@ -419,7 +428,16 @@ def invert_all(
     summary = {}
     for vid in videos:
         prompt, source = prompts[vid]
-        path = invert_video(components, branches, CropFrames(crops_dir(prepped, vid)), inversion_path(out_dir, vid), prompt, cfg.steps, cfg.batch_size, cfg.store_dtype)
+        path = invert_video(
+            components,
+            branches,
+            CropFrames(crops_dir(prepped, vid)),
+            inversion_path(out_dir, vid),
+            prompt,
+            cfg.steps,
+            cfg.batch_size,
+            cfg.store_dtype,
+        )
         cache = InversionCache(path)
         summary[vid] = {"file": path.name, "prompt": prompt, "prompt_source": source, "n_frames": cache.n_frames, "steps": cache.steps}
     for stale in out_dir.glob("*.safetensors"):  # videos no longer in data/prepped

@@ -1,7 +1,13 @@
 """Diffusion and CLIP models: build (tiny or true-size random weights), resolve (pretrained), load.
 
 Every consumer (fine-tuning, inversion, editing, metrics) loads through `load_components` /
-`load_clip`, whatever the weights are, so the sample profile exercises the paper profile's code.
+`load_clip_model`, whatever the weights are, so the sample profile exercises the paper profile's code.
+
+This module builds, saves and loads the pipeline; the rest is split by concern and re-exported here:
+architectures.py (SD 2.1-base configs, tiny variant, noise schedule), tokenizer.py (offline CLIP BPE),
+hub.py (model folders, pointers, the local HF cache, weight hashes), device.py (device/dtype names),
+text.py (prompt encoding), latents.py (frames <-> VAE latents), clip_model.py (the CLIP model),
+random_init.py (platform-independent random weights of the built models).
 
 On-disk contract (`models/base/`, written by the `models` stage):
   - built weights (`tiny`, `true_size`): a diffusers StableDiffusionPipeline folder
@@ -16,10 +22,6 @@ On-disk contract (`models/base/`, written by the `models` stage):
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import json
-import os
 import shutil
 import warnings
 from dataclasses import dataclass, field
@@ -29,153 +31,37 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import InputError
+from ..fsio import atomic_dir, write_json
 from ..settings import ModelsSettings
-from ..fsio import atomic_dir, sha256_file, write_json
-
-
-INFO_FILE = "ipfacediff.json"
-SD_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-SD21_BASE = "stabilityai/stable-diffusion-2-1-base"
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
-MAX_TOKENS = 77
-OBTAIN_HINT = (
-    "obtain it on a networked machine with `hf download {spec}` (then copy the Hugging Face cache here, "
-    "or set HF_HOME to it), or set {param} to a local folder"
+from .architectures import (  # noqa: F401  (re-exported: models.py is the import point for builders)
+    MAX_TOKENS,
+    SCHEDULER_CONFIG,
+    sd21_text_config,
+    sd21_unet_config,
+    sd21_vae_config,
+    tiny_text_config,
+    tiny_unet_config,
+    tiny_vae_config,
 )
-FP16_VARIANT_FILE = "unet/diffusion_pytorch_model.fp16.safetensors"  # what SD repos ship for variant="fp16"
-
-# SD 2.1-base noise schedule (REFERENCE section 5); DDIM needs steps_offset=1 to match the training grid.
-SCHEDULER_CONFIG = dict(
-    num_train_timesteps=1000,
-    beta_start=0.00085,
-    beta_end=0.012,
-    beta_schedule="scaled_linear",
-    clip_sample=False,
-    set_alpha_to_one=False,
-    steps_offset=1,
-    prediction_type="epsilon",
+from .clip_model import ClipComponents, load_clip_model  # noqa: F401
+from .device import resolve_device, resolve_dtype  # noqa: F401
+from .hub import (  # noqa: F401
+    INFO_FILE,
+    FP16_VARIANT_FILE,
+    OBTAIN_HINT,
+    SD21_BASE,
+    SD_COMPONENTS,
+    first_line,
+    follow_pointer,
+    hf_cache_dir,
+    resolve_pretrained,
+    weight_hashes,
 )
-
-
-
+from .latents import decode_latents, encode_images, tensor_to_uint8, uint8_to_tensor  # noqa: F401
+from .text import PromptTruncationWarning, encode_prompt, truncated_text  # noqa: F401
+from .tokenizer import build_clip_tokenizer, clip_bpe_path, write_clip_tokenizer_files  # noqa: F401
 
 ModelsConfig = ModelsSettings  # params `models` (settings.py)
-
-
-# --------------------------------------------------------------------------- architecture configs
-
-
-def sd21_unet_config(sample_size: int = 64) -> dict[str, Any]:
-    return dict(
-        sample_size=sample_size,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        block_out_channels=(320, 640, 1280, 1280),
-        layers_per_block=2,
-        attention_head_dim=(5, 10, 20, 20),  # diffusers' name; these are head COUNTS (64-d heads)
-        cross_attention_dim=1024,
-        use_linear_projection=True,
-    )
-
-
-def tiny_unet_config(sample_size: int = 8) -> dict[str, Any]:
-    """SD 2.1-base's block structure and module names, channels scaled down ~10x."""
-    return dict(
-        sd21_unet_config(sample_size),
-        block_out_channels=(32, 32, 64, 64),
-        attention_head_dim=(2, 2, 4, 4),  # 16-d heads
-        cross_attention_dim=64,
-    )
-
-
-def sd21_vae_config(sample_size: int = 512) -> dict[str, Any]:
-    return dict(
-        sample_size=sample_size,
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(128, 256, 512, 512),
-        layers_per_block=2,
-        latent_channels=4,
-        norm_num_groups=32,
-        scaling_factor=0.18215,
-    )
-
-
-def tiny_vae_config(sample_size: int = 64) -> dict[str, Any]:
-    # four levels keep the 8x downsampling; one resnet per level and 8-group norms keep it fast
-    return dict(sd21_vae_config(sample_size), block_out_channels=(16, 16, 32, 32), layers_per_block=1, norm_num_groups=8)
-
-
-def sd21_text_config() -> dict[str, Any]:
-    return dict(
-        vocab_size=49408,
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_hidden_layers=23,
-        num_attention_heads=16,
-        max_position_embeddings=MAX_TOKENS,
-        hidden_act="gelu",
-        projection_dim=512,
-        bos_token_id=49406,
-        eos_token_id=49407,
-        pad_token_id=0,
-    )
-
-
-def tiny_text_config() -> dict[str, Any]:
-    return dict(sd21_text_config(), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, projection_dim=64)
-
-
-# --------------------------------------------------------------------------- tokenizer
-
-
-def clip_bpe_path() -> Path:
-    """The CLIP BPE merges shipped inside open_clip_torch (no download)."""
-    import open_clip
-
-    path = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
-    if not path.is_file():
-        raise InputError(path, "CLIP BPE vocabulary not found in open_clip_torch (reinstall open-clip-torch)")
-    return path
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    # OpenAI CLIP's reversible byte -> printable-unicode table (vocab order depends on it)
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
-
-def write_clip_tokenizer_files(out_dir: Path) -> tuple[Path, Path]:
-    """vocab.json + merges.txt from open_clip's BPE file, built the way OpenAI CLIP builds its vocabulary."""
-    lines = gzip.open(clip_bpe_path()).read().decode("utf-8").split("\n")
-    merges = lines[1 : 49152 - 256 - 2 + 1]
-    byte_vocab = list(_bytes_to_unicode().values())
-    vocab = byte_vocab + [v + "</w>" for v in byte_vocab] + ["".join(m.split()) for m in merges]
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    vocab_file, merges_file = out_dir / "vocab.json", out_dir / "merges.txt"
-    vocab_file.write_text(json.dumps({tok: i for i, tok in enumerate(vocab)}, ensure_ascii=False))
-    merges_file.write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    return vocab_file, merges_file
-
-
-def build_clip_tokenizer(work_dir: Path):
-    """A real CLIPTokenizer (OpenAI/OpenCLIP vocabulary, 77 tokens, pads with "!" = id 0 like OpenCLIP/SD 2)."""
-    from transformers import CLIPTokenizer
-
-    vocab_file, merges_file = write_clip_tokenizer_files(work_dir)
-    return CLIPTokenizer(str(vocab_file), str(merges_file), pad_token="!", model_max_length=MAX_TOKENS)
 
 
 # --------------------------------------------------------------------------- building
@@ -265,18 +151,28 @@ def build_tiny(out_dir: str | Path, seed: int = 0, sample_size: int = 64) -> dic
     with atomic_dir(out_dir) as tmp:
         comps = _build(tiny_unet_config(sample_size // 8), tiny_vae_config(sample_size), tiny_text_config(), seed, tmp / "_tok")
         info = _save_pipeline(
-            comps, tmp, source="tiny", note=f"random weights, SD 2.1-base block structure scaled down (seed {seed}); numbers from it are not results"
+            comps,
+            tmp,
+            source="tiny",
+            note=f"random weights, SD 2.1-base block structure scaled down (seed {seed}); numbers from it are not results",
         )
     return info
 
 
-def build_true_size(seed: int = 0, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", sample_size: int = 512) -> Components:
+def build_true_size(
+    seed: int = 0, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu", sample_size: int = 512
+) -> Components:
     """SD 2.1-base at true size (~865M UNet parameters) with random weights, for speed and memory work."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tok_dir:
         comps = _build(sd21_unet_config(sample_size // 8), sd21_vae_config(sample_size), sd21_text_config(), seed, Path(tok_dir), dtype)
-    comps.info = {"source": "true_size", "weights": "random", "sha256": {"combined": f"true_size-random-seed{seed}"}, "note": "random weights at SD 2.1-base size"}
+    comps.info = {
+        "source": "true_size",
+        "weights": "random",
+        "sha256": {"combined": f"true_size-random-seed{seed}"},
+        "note": "random weights at SD 2.1-base size",
+    }
     for m in (comps.unet, comps.vae, comps.text_encoder):
         m.to(device)
     return comps
@@ -285,7 +181,9 @@ def build_true_size(seed: int = 0, dtype: torch.dtype = torch.float32, device: s
 def save_true_size(out_dir: str | Path, seed: int = 0, dtype: torch.dtype = torch.float32) -> dict:
     with atomic_dir(out_dir) as tmp:
         comps = build_true_size(seed, dtype)
-        return _save_pipeline(comps, tmp, source="true_size", note=f"random weights at SD 2.1-base size (seed {seed}); numbers from it are not results")
+        return _save_pipeline(
+            comps, tmp, source="true_size", note=f"random weights at SD 2.1-base size (seed {seed}); numbers from it are not results"
+        )
 
 
 def _save_pipeline(comps: Components, folder: Path, source: str, note: str) -> dict:
@@ -300,15 +198,6 @@ def _save_pipeline(comps: Components, folder: Path, source: str, note: str) -> d
     info = {"source": source, "weights": "random", "sha256": weight_hashes(folder), "note": note}
     write_json(folder / INFO_FILE, info)
     return info
-
-
-def weight_hashes(folder: str | Path) -> dict[str, str]:
-    """sha256 of every weight file under `folder` (relative path -> hash) plus a combined hash."""
-    folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES and ".cache" not in p.parts)
-    hashes = {str(p.relative_to(folder)): sha256_file(p) for p in files}
-    combined = hashlib.sha256("".join(f"{k}:{v}\n" for k, v in hashes.items()).encode()).hexdigest()
-    return {**hashes, "combined": combined}
 
 
 def prepare_models(cfg: ModelsConfig, out_dir: str | Path, seed: int = 0, sample_size: int = 64) -> dict:
@@ -337,7 +226,9 @@ def build_tiny_clip(out_dir: str | Path, seed: int = 0) -> dict:
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
     text = dict(tiny_text_config(), projection_dim=32)
-    vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, image_size=64, patch_size=16, projection_dim=32)
+    vision = dict(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, image_size=64, patch_size=16, projection_dim=32
+    )
     with atomic_dir(out_dir) as tmp:
         from .random_init import init_random_weights
 
@@ -347,95 +238,14 @@ def build_tiny_clip(out_dir: str | Path, seed: int = 0) -> dict:
         build_clip_tokenizer(tmp / "_tok").save_pretrained(str(tmp))
         CLIPImageProcessor(size={"shortest_edge": 64}, crop_size={"height": 64, "width": 64}).save_pretrained(str(tmp))
         shutil.rmtree(tmp / "_tok")
-        info = {"source": "tiny", "weights": "random", "sha256": weight_hashes(tmp), "note": f"random-weight CLIP (seed {seed}); scores from it are not results"}
+        info = {
+            "source": "tiny",
+            "weights": "random",
+            "sha256": weight_hashes(tmp),
+            "note": f"random-weight CLIP (seed {seed}); scores from it are not results",
+        }
         write_json(tmp / INFO_FILE, info)
     return info
-
-
-@dataclass
-class ClipComponents:
-    model: Any
-    tokenizer: Any
-    processor: Any
-    info: dict = field(default_factory=dict)
-
-    def pixels(self, images: torch.Tensor) -> torch.Tensor:
-        """Differentiable CLIP preprocessing of images (N, 3, H, W) in [-1, 1]: resize + normalise."""
-        import torch.nn.functional as F
-
-        size = self.model.config.vision_config.image_size
-        x = F.interpolate(images.float().add(1).div(2), size=(size, size), mode="bicubic", align_corners=False, antialias=True)
-        mean = torch.tensor(self.processor.image_mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.processor.image_std, device=x.device).view(1, 3, 1, 1)
-        return ((x - mean) / std).to(self.model.dtype)
-
-    def image_embeds(self, images: torch.Tensor) -> torch.Tensor:
-        """Projected CLIP image features (N, P) of images in [-1, 1] (unnormalised; keeps gradients)."""
-        return _features(self.model.get_image_features(pixel_values=self.pixels(images)))
-
-    def text_embeds(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Projected CLIP text features (N, P) (unnormalised)."""
-        ids = self.tokenizer(list(prompts), padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt").input_ids
-        return _features(self.model.get_text_features(input_ids=ids.to(self.model.device)))
-
-
-def _features(out) -> torch.Tensor:
-    # transformers 5 returns a ModelOutput whose pooler_output holds the projection; 4.x a tensor
-    return out if isinstance(out, torch.Tensor) else out.pooler_output
-
-
-def load_clip(clip_dir: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype = torch.float32) -> ClipComponents:
-    from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
-
-    folder, info = _follow(clip_dir, required=("config.json",))
-    try:
-        model = CLIPModel.from_pretrained(str(folder), torch_dtype=resolve_dtype(dtype), local_files_only=True)
-        tokenizer = CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
-        processor = CLIPImageProcessor.from_pretrained(str(folder), local_files_only=True)
-    except Exception as e:
-        raise InputError(folder, f"cannot load CLIP model: {_first_line(e)}") from e
-    return ClipComponents(model.to(device).eval().requires_grad_(False), tokenizer, processor, info)
-
-
-# --------------------------------------------------------------------------- resolving pretrained weights
-
-
-def hf_cache_dir() -> Path:
-    """The hub cache huggingface_hub would use, read from the environment NOW (not at import)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "huggingface")
-    return Path(home) / "hub"
-
-
-def resolve_pretrained(spec: str | Path, required: Sequence[str] = ("model_index.json",) + tuple(f"{c}" for c in SD_COMPONENTS),
-                       param: str = "models.pretrained") -> Path:
-    """A local folder, or `org/name` looked up in the Hugging Face cache without touching the network.
-
-    `required` are paths that must exist in the folder; `param` is the parameter the error names.
-    Raises InputError saying how to obtain it.
-    """
-    path = Path(os.path.expanduser(str(spec)))
-    if path.is_dir():
-        _check_required(path, required)
-        return path.resolve()
-    if str(spec).count("/") != 1 or path.is_absolute() or str(spec).startswith("."):
-        raise InputError(spec, f"{param}: model folder not found; " + OBTAIN_HINT.format(spec="<org>/<name>", param=param))
-    from huggingface_hub import snapshot_download
-
-    try:
-        found = Path(snapshot_download(str(spec), cache_dir=str(hf_cache_dir()), local_files_only=True))
-    except Exception as e:  # LocalEntryNotFoundError and friends: nothing cached
-        raise InputError(spec, f"{param}: not in the local Hugging Face cache ({hf_cache_dir()}); "
-                         + OBTAIN_HINT.format(spec=spec, param=param)) from e
-    _check_required(found, required)
-    return found
-
-
-def _check_required(folder: Path, required: Sequence[str]) -> None:
-    missing = [r for r in required if not (folder / r).exists()]
-    if missing:
-        raise InputError(folder, f"incomplete model folder (missing {', '.join(missing)})")
 
 
 def link_pretrained(spec: str | Path, out_dir: str | Path, source: str = "local", required: Sequence[str] | None = None,
@@ -448,46 +258,7 @@ def link_pretrained(spec: str | Path, out_dir: str | Path, source: str = "local"
     return info
 
 
-def _follow(models_dir: str | Path, required: Sequence[str]) -> tuple[Path, dict]:
-    """The folder holding the weights (following a pointer `ipfacediff.json`) and its info."""
-    models_dir = Path(models_dir)
-    if not models_dir.is_dir():
-        raise InputError(models_dir, "model folder not found (run `dvc repro models`, or give a diffusers folder)")
-    info_file = models_dir / INFO_FILE
-    info: dict = {}
-    if info_file.is_file():
-        try:
-            info = json.loads(info_file.read_text())
-        except json.JSONDecodeError as e:
-            raise InputError(info_file, f"corrupt model info ({e.msg}); rerun `dvc repro models`") from e
-    folder = Path(info["path"]) if "path" in info else models_dir
-    if not folder.is_dir():
-        raise InputError(info_file, f"points at {folder}, which does not exist")
-    _check_required(folder, required)
-    if not info:
-        info = {"source": "local", "weights": "unknown", "path": str(folder), "sha256": weight_hashes(folder)}
-    return folder, info
-
-
 # --------------------------------------------------------------------------- loading
-
-
-def resolve_device(spec: str | torch.device = "auto") -> torch.device:
-    if str(spec) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(spec)
-
-
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-           "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float64": torch.float64}
-
-
-def resolve_dtype(spec: str | torch.dtype) -> torch.dtype:
-    if isinstance(spec, torch.dtype):
-        return spec
-    if str(spec) not in _DTYPES:
-        raise InputError(None, f"unknown dtype {spec!r}; expected one of {', '.join(_DTYPES)}")
-    return _DTYPES[str(spec)]
 
 
 def load_components(models_dir: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype = torch.float32) -> Components:
@@ -495,7 +266,7 @@ def load_components(models_dir: str | Path, device: str | torch.device = "cpu", 
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    folder, info = _follow(models_dir, required=SD_COMPONENTS)
+    folder, info = follow_pointer(models_dir, required=SD_COMPONENTS)
     auto, dtype, device = str(device) == "auto", resolve_dtype(dtype), resolve_device(device)
     if auto and device.type == "cpu" and dtype == torch.float16:
         # `device: auto` (paper profile) found no GPU: half precision on a CPU is emulated (several times
@@ -520,73 +291,7 @@ def load_components(models_dir: str | Path, device: str | torch.device = "cpu", 
                 warnings.simplefilter("ignore")
                 loaded[name] = load()
         except Exception as e:
-            raise InputError(folder / name, f"cannot load {name}: {_first_line(e)}") from e
+            raise InputError(folder / name, f"cannot load {name}: {first_line(e)}") from e
     for name in ("unet", "vae", "text_encoder"):
         loaded[name] = loaded[name].to(device).eval().requires_grad_(False)
     return Components(**loaded, info=info)
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
-
-
-# --------------------------------------------------------------------------- prompts and latents
-
-
-class PromptTruncationWarning(UserWarning):
-    """A prompt longer than the text encoder's 77 tokens; the message names the dropped words."""
-
-
-def truncated_text(tokenizer, prompt: str) -> str:
-    """The part of `prompt` the 77-token context drops ('' when it fits)."""
-    ids = tokenizer(prompt, truncation=False, add_special_tokens=False).input_ids
-    keep = tokenizer.model_max_length - 2  # BOS and EOS
-    return tokenizer.decode(ids[keep:]) if len(ids) > keep else ""
-
-
-@torch.no_grad()
-def encode_prompt(components: Components, prompts: str | Sequence[str], allow_empty: bool = True) -> torch.Tensor:
-    """Text embeddings (B, 77, D) of `prompts`; warns naming what is truncated beyond 77 tokens."""
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    tok = components.tokenizer
-    for p in prompts:
-        if not allow_empty and not p.strip():
-            raise InputError(None, "empty prompt: say what the edit should be, e.g. -p 'a person wearing glasses'")
-        dropped = truncated_text(tok, p)
-        if dropped:
-            warnings.warn(f"prompt longer than {tok.model_max_length} tokens; dropped: {dropped!r}", PromptTruncationWarning, stacklevel=2)
-    ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
-    return components.text_encoder(ids.to(components.text_encoder.device))[0]
-
-
-def uint8_to_tensor(frames) -> torch.Tensor:
-    """(N, H, W, 3) uint8 (numpy or torch) -> (N, 3, H, W) float in [-1, 1]."""
-    t = torch.as_tensor(frames)
-    if t.ndim != 4 or t.shape[-1] != 3 or t.dtype != torch.uint8:
-        raise ValueError(f"expected (N, H, W, 3) uint8 frames, got {tuple(t.shape)} {t.dtype}")
-    return t.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-
-
-def tensor_to_uint8(images: torch.Tensor):
-    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8 numpy."""
-    return images.float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
-@torch.no_grad()
-def encode_images(components: Components, images: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
-    """VAE posterior means of images (N, 3, H, W) in [-1, 1], times the scaling factor (deterministic)."""
-    vae = components.vae
-    s = components.vae_scale
-    if images.shape[-1] % s or images.shape[-2] % s:
-        raise ValueError(f"image size {tuple(images.shape[-2:])} is not a multiple of {s} (pad or crop first)")
-    out = [vae.encode(b.to(vae.device, vae.dtype)).latent_dist.mean for b in images.split(batch_size)]
-    return torch.cat(out) * vae.config.scaling_factor
-
-
-@torch.no_grad()
-def decode_latents(components: Components, latents: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
-    """Images (N, 3, H, W) in [-1, 1] from scaled latents (N, 4, h, w)."""
-    vae = components.vae
-    out = [vae.decode(b.to(vae.device, vae.dtype) / vae.config.scaling_factor).sample for b in latents.split(batch_size)]
-    return torch.cat(out).clamp(-1, 1)

@@ -1,6 +1,6 @@
 """IP-FaceDiff editing: TokenFlow-style joint keyframe editing with identity-guided PnP injection.
 
-Per sampling step t (REFERENCE sections 1-2):
+Per sampling step t (IP-FaceDiff, arXiv 2501.07530, on TokenFlow's keyframe editing, Geyer et al. 2024):
   1. keyframes: one random frame per block of `keyframe_interval` frames (re-drawn every step);
   2. keyframe pass: source pass (source branch on the inverted latents of the keyframes at t, with
      the inversion prompt) captures features; edit pass (edit branch on [uncond, cond] with

@@ -185,7 +185,9 @@ def time_video(
     }
 
 
-def timing_table(components, branches, clip: np.ndarray, lengths: list[int], edit_config, invert_steps: int, warmup: bool = True, **kw) -> list[dict]:
+def timing_table(
+    components, branches, clip: np.ndarray, lengths: list[int], edit_config, invert_steps: int, warmup: bool = True, **kw
+) -> list[dict]:
     """`time_video` for each length (the clip extended by ping-pong), shortest first.
 
     A discarded 2-frame, 1-step run first keeps one-off costs (lazy initialisation, kernel selection,

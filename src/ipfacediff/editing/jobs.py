@@ -35,6 +35,7 @@ class EditJob:
     prompt: EditPrompt
     method: Method
     output: Path
+    crops: Path  # the original's aligned crops (shown beside the edit in W&B)
 
 
 def source_inversion(inversions: str | Path, vid: str, method: Method) -> Path:
@@ -53,7 +54,7 @@ def plan_edits(prepped: str | Path, inversions: str | Path, out: str | Path, met
         for vid in videos:
             meta = json.loads(meta_path(prepped, vid).read_text())
             jobs.append(EditJob(vid, meta["fps"], int(meta["frames"]), source_inversion(inversions, vid, method), prompt,
-                                method, edit_path(out, method.name, prompt.id, vid)))
+                                method, edit_path(out, method.name, prompt.id, vid), crops_dir(prepped, vid)))
     return jobs
 
 
@@ -87,9 +88,8 @@ def job_record(job: EditJob, cache, edit: EditSettings, seed: int, profile: str 
 
 
 def edit_item(engine, pipe, job: EditJob, edit: EditSettings, seed: int, profile: str | None = None,
-              models_info: dict | None = None, run=None, originals: Path | None = None) -> dict:
-    """Edit one item (skipped while its record is current); returns its summary row. `originals` (the
-    source crops) go beside the edit in the W&B run."""
+              models_info: dict | None = None, run=None) -> dict:
+    """Edit one item (skipped while its record is current); returns its summary row."""
     import torch
 
     from ..diffusion.inversion import InversionCache
@@ -109,7 +109,7 @@ def edit_item(engine, pipe, job: EditJob, edit: EditSettings, seed: int, profile
     seconds = time.perf_counter() - t0
     if run is not None:
         key = f"{job.prompt.id}/{job.video}"
-        run.log_edit(f"edit/{key}", job.output, originals)
+        run.log_edit(f"edit/{key}", job.output, job.crops)
         run.log({f"seconds/{key}": seconds, f"edit_s/{key}": result.info["timings_s"]["edit"]})
     return {**row, "status": "edited", "seconds": seconds}
 
@@ -131,7 +131,7 @@ def run_edit_stage(settings: Settings, method_name: str, prepped, inversions, mo
                    prompts_file=None) -> list[dict]:
     """Edit every prepped video with every configured prompt using one method (the DVC `edit` stage).
 
-    Writes OUT/<method>/<prompt>/<vid>.mp4 + .json; returns one summary row per item.
+    Writes OUT/<method>/<prompt>/<vid>.mp4 + .mp4.json; returns one summary row per item.
     """
     from ..prompts import EDIT_PROMPTS, select_prompts
     from ..tracking import start_run
@@ -140,17 +140,15 @@ def run_edit_stage(settings: Settings, method_name: str, prepped, inversions, mo
     method = get_method(method_name)
     edit = settings.edit
     jobs = plan_edits(prepped, inversions, out, method, select_prompts(edit.prompts, prompts_file or EDIT_PROMPTS))
-    engine = Engine.load(models, branch_dirs(branches_dir, method.branches), settings.device, settings.models.dtype,
-                         seed=settings.seed)
+    used = branch_dirs(branches_dir, method.branches)
+    engine = Engine.load(models, used, settings.device, settings.models.dtype, seed=settings.seed)
     pipe = engine.pipeline(edit, progress=True)
     models_info = engine.record()
     rows = []
-    uses = {"models-base": ("model", models),
-            **{f"branch-{b}": ("branch", Path(branches_dir) / b) for b in sorted(method.branches)}}
-    with start_run("edit", settings.as_params(), method=method.name, uses=uses,
-                   produces={f"edits-{method.name}": ("edits", Path(out) / method.name)}) as run:
+    uses = {"models-base": ("model", models), **{f"branch-{b}": ("branch", Path(branches_dir) / b) for b in used}}
+    produces = {f"edits-{method.name}": ("edits", Path(out) / method.name)}
+    with start_run("edit", settings.as_params(), method=method.name, uses=uses, produces=produces) as run:
         for job in jobs:
-            rows.append(edit_item(engine, pipe, job, edit, settings.seed, settings.profile, models_info, run,
-                                  crops_dir(prepped, job.video)))
+            rows.append(edit_item(engine, pipe, job, edit, settings.seed, settings.profile, models_info, run))
     prune(Path(out) / method.name, {job.output for job in jobs})
     return rows

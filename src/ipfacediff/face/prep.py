@@ -45,7 +45,7 @@ def read_image(path: Path) -> np.ndarray:
     return as_rgb_uint8(img, str(path))
 
 
-def load_clip(path: Path, fps: Fraction | None, max_seconds: float | None):
+def read_source_video(path: Path, fps: Fraction | None, max_seconds: float | None):
     """(frames, source indices, times s, out fps, source info): resampled to `fps` by nearest frame
     on the exact grid k / fps, capped at `max_seconds`; decoding stops once past the cap."""
     info = probe(path)
@@ -99,7 +99,7 @@ def prep_video(entry: dict, out_root: Path, cfg: DataConfig, profile: str) -> di
     if done is not None:
         return done
     fps = as_fraction(cfg.fps) if cfg.fps is not None else None
-    frames, idx, times, out_fps, info = load_clip(path, fps, cfg.max_seconds)
+    frames, idx, times, out_fps, info = read_source_video(path, fps, cfg.max_seconds)
     track = track_video(frames, face_index=cfg.face_index, min_face_px=cfg.min_face_px, crop_size=cfg.crop_size,
                         scale=cfg.crop_scale, sigma=cfg.smooth_sigma, path=path)
     jit = track.jitter()

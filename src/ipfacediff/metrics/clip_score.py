@@ -19,9 +19,9 @@ from .clips import Clip, pair_by_time
 
 class ClipScorer:
     def __init__(self, clip_dir: str | Path, device: str = "cpu", batch: int = 16):
-        from ..diffusion.models import load_clip
+        from ..diffusion.clip_model import load_clip_model
 
-        self.clip = load_clip(clip_dir, device=device)
+        self.clip = load_clip_model(clip_dir, device=device)
         self.device, self.batch = device, batch
         self.weights = str(self.clip.info.get("weights", "pretrained"))
         self.description = f"CLIP at {clip_dir} ({self.weights} weights" + (

@@ -89,7 +89,7 @@ def _read_pngs(files: list[Path]) -> np.ndarray:
     return np.stack(frames)
 
 
-def load_clip(path: str | Path, name: str | None = None) -> Clip:
+def load_frame_clip(path: str | Path, name: str | None = None) -> Clip:
     """A clip from a video file, a prepped/frames folder, or a still image; InputError otherwise."""
     from ..video import read_video
 

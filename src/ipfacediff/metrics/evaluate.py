@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..media import VIDEO_SUFFIXES
-from .clips import Clip, load_clip
+from .clips import Clip, load_frame_clip
 from ..layout import is_prepped_video, prepped_videos
 from ..registry import method_order
 from ..settings import MetricsSettings
@@ -66,7 +66,7 @@ class Originals:
             path = self.root / vid
             if not is_prepped_video(path):
                 raise InputError(needed_by or path, f"no original for video {vid!r} (expected {path}/crops/ and meta.json)")
-            self._clips[vid] = load_clip(path, vid)
+            self._clips[vid] = load_frame_clip(path, vid)
         return self._clips[vid]
 
 
@@ -111,7 +111,7 @@ def run_identity(items: list[EditItem], originals: Originals, cfg: MetricsConfig
         results = []
         for item in tqdm(items, desc=f"identity [{rec.name}]", unit="video", disable=not progress):
             original = originals.get(item.vid, item.path).every(cfg.frame_stride)
-            edited = load_clip(item.path, item.vid).every(cfg.frame_stride)
+            edited = load_frame_clip(item.path, item.vid).every(cfg.frame_stride)
             res = compare(rec, embedder, original, edited)
             if gallery is not None:
                 v_src = embedder.video(rec, original)
@@ -173,7 +173,7 @@ def run_temporal(items: list[EditItem], originals: Originals, cfg: MetricsConfig
         res = warp_error(originals.get(vid).frames, flow)
         out["originals"][vid] = res.summary() | {"per_pair": res.per_pair}
     for item in tqdm(items, desc="warp error", unit="video", disable=not progress):
-        original, edited = originals.get(item.vid, item.path), load_clip(item.path, item.vid)
+        original, edited = originals.get(item.vid, item.path), load_frame_clip(item.path, item.vid)
         frames, source, unpaired = paired_frames(original, edited)
         res = warp_error(frames, flow, source=source)
         out["videos"].append({"method": item.method, "prompt": item.prompt, "video": item.vid, "origin": item.origin,
@@ -209,7 +209,7 @@ def run_clip(items: list[EditItem], originals: Originals, cfg: MetricsConfig, de
     for item in tqdm(items, desc="CLIP scores", unit="video", disable=not progress):
         p = prompts.get(item.prompt)
         target, reference = (p.target, p.reference) if p else (item.prompt.replace("_", " "), "a photo of a person")
-        s = scorer.score(originals.get(item.vid, item.path), load_clip(item.path, item.vid), target, reference)
+        s = scorer.score(originals.get(item.vid, item.path), load_frame_clip(item.path, item.vid), target, reference)
         out["videos"].append({"method": item.method, "prompt": item.prompt, "video": item.vid, "origin": item.origin,
                               "target": target, "reference": reference} | s)
     for method in method_order(sorted({v["method"] for v in out["videos"]})):

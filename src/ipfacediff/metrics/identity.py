@@ -20,7 +20,7 @@ from ..errors import InputError
 from ..fsio import atomic_path
 from ..media import CELEBV_HQ_INFO, IMAGE_SUFFIXES, VIDEO_SUFFIXES, celebv_hq_clips
 from ..recognition import Recognizer
-from .clips import Clip, Faces, detect_landmarks, load_clip, pair_by_time
+from .clips import Clip, Faces, detect_landmarks, load_frame_clip, pair_by_time
 from .retrieval import cosine_distance, relative_identity_consistency, retrieval_ranks, video_embedding
 from ..layout import META, is_prepped_video
 
@@ -209,7 +209,7 @@ def build_gallery(entries: list[tuple[str, Path]], rec: Recognizer, embedder: Em
         if cid in old and old[cid][0] == fp:
             emb, reused = old[cid][1], reused + 1
         else:
-            emb = embedder.video(rec, load_clip(path, cid).every(stride))
+            emb = embedder.video(rec, load_frame_clip(path, cid).every(stride))
         if emb is None or np.isnan(emb).any():
             skipped.append({"id": cid, "path": str(path), "reason": "no face in any frame"})
             continue

@@ -19,8 +19,9 @@ from pathlib import Path
 from ..errors import InputError
 from .base import Recognizer, l2_normalize, weights_sha256
 
-# name -> (module, class, packaged: ships its weights in a pip package)
-BACKENDS: dict[str, tuple[str, str, bool]] = {
+# name -> (module, class, packaged: ships its weights in a pip package). The class may also be given
+# directly (module None), e.g. a backend defined outside this package.
+BACKENDS: dict[str, tuple[str | None, str | type[Recognizer], bool]] = {
     "sface": ("sface", "SFace", True),
     "dlib": ("dlib_resnet", "DlibResNet", True),
     "facenet": ("facenet_tf", "FaceNetTF", True),
@@ -36,7 +37,7 @@ def backend_class(name: str) -> type[Recognizer]:
     if name not in BACKENDS:
         raise InputError(None, f"unknown recogniser {name!r} (known: {', '.join(BACKENDS)})")
     module, cls, _ = BACKENDS[name]
-    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
+    return cls if isinstance(cls, type) else getattr(importlib.import_module(f"{__name__}.{module}"), cls)
 
 
 @functools.lru_cache(maxsize=None)

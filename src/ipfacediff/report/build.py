@@ -87,7 +87,7 @@ def _no_frames_reason(identity: dict, recognizer: str) -> str:
 def build_videos(prepped: Path, edit_roots: dict[str, Path], out_dir: Path, height: int, enabled: bool = True) -> list[Path]:
     """One side-by-side video per (original video, prompt): original | every method with that edit
     (an empty folder when disabled, so the stage output always exists)."""
-    from ..metrics.clips import load_clip
+    from ..metrics.clips import load_frame_clip
     from ..metrics.evaluate import Originals, discover_edits, method_order
     from .side_by_side import write_side_by_side
 
@@ -99,7 +99,7 @@ def build_videos(prepped: Path, edit_roots: dict[str, Path], out_dir: Path, heig
     written = []
     with atomic_dir(out_dir) as tmp:
         for (vid, prompt), by_method in sorted(groups.items()):
-            edits = {m: load_clip(by_method[m], vid) for m in method_order(list(by_method))}
+            edits = {m: load_frame_clip(by_method[m], vid) for m in method_order(list(by_method))}
             write_side_by_side(tmp / f"{vid}__{prompt}.mp4", originals.get(vid, by_method[next(iter(by_method))]),
                                edits, height)
             written.append(out_dir / f"{vid}__{prompt}.mp4")
@@ -110,7 +110,7 @@ def log_report(run, built: dict, plot_paths: list[Path]) -> None:
     import pandas as pd
 
     for t in built["tables"]:
-        df = pd.DataFrame([[("" if v is None else str(v)) for v in r] for r in t.rows], columns=t.header)
+        df = pd.DataFrame([[("" if v is None else str(v)) for v in r] for r in t.values()], columns=t.header)
         run.log_table(f"report/{t.name}", df)
     for p in plot_paths:
         if p.suffix == ".png":

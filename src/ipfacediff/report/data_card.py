@@ -60,13 +60,22 @@ def build_data_card(media_dir: str | Path, prepped_dir: str | Path, faces_dir: s
     faces = _load_json(faces_dir / "summary.json")
     rel = Path("plots") / plots_dir.name if plots_dir.parent == out_md.parent / "plots" else plots_dir
     lines = [
-        f"# Data card ({profile} profile)", "",
+        f"# Data card ({profile} profile)",
+        "",
         f"Profile `{profile}`"
-        + (": real face clips from package registries, cut short; numbers describe the data preparation, not the method."
-           if manifest.get("source") == "sample" else ": user-provided CelebA-HQ / CelebV-HQ."),
-        f"Models used: face detector {DETECTOR_NAME}, full sha256 `{YUNET_SHA256}` (no other model runs here); 5-point similarity alignment to the "
-        f"ArcFace template at {index['crop_size']} px; crop transforms smoothed over time with a Gaussian (STIT-style).",
-        "", "## Media", "", "| id | kind | file | sha256 | source | license |", "|---|---|---|---|---|---|",
+        + (
+            ": real face clips from package registries, cut short; numbers describe the data preparation, not the method."
+            if manifest.get("source") == "sample"
+            else ": user-provided CelebA-HQ / CelebV-HQ."
+        ),
+        f"Models used: face detector {DETECTOR_NAME}, full sha256 `{YUNET_SHA256}` (no other model runs here); "
+        f"5-point similarity alignment to the ArcFace template at {index['crop_size']} px; "
+        "crop transforms smoothed over time with a Gaussian (STIT-style).",
+        "",
+        "## Media",
+        "",
+        "| id | kind | file | sha256 | source | license |",
+        "|---|---|---|---|---|---|",
     ]
     for m in manifest["media"]:
         sha = f"`{m['sha256'][:16]}...`" if m.get("sha256") else "-"

@@ -8,8 +8,13 @@ from pathlib import Path
 import numpy as np
 
 from ..fsio import atomic_path
-from ..metrics.evaluate import method_order
+from ..registry import method_order
+from .tables import T2_PAPER
 from ..metrics.outputs import write_csv
+
+
+TIME_SERIES = ["invert_s", "edit_s", "total_s"]  # this run's curves (dvc.yaml plot time_vs_frames)
+PAPER_TIME_METHODS = T2_PAPER  # the paper's Table 2 columns (dvc.yaml plot time_vs_frames_paper)
 
 
 def _save(fig, path: Path) -> None:
@@ -37,7 +42,7 @@ def time_vs_frames(timing: dict | None, paper: dict, out_dir: Path, subtitle: st
             for r in rows for k in ("invert", "edit", "total") if r.get(f"{k}_s") is not None]
     p2 = paper["table2_time"]
     data += [{"series": f"paper ({p2['hardware']}): {m}", "frames": r["frames"], "seconds": r[m] * 60.0}
-             for r in p2["rows"] for m in ("ours", "dva", "stit", "ltfe")]
+             for r in p2["rows"] for m in PAPER_TIME_METHODS]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for series in dict.fromkeys(d["series"] for d in data):
         pts = sorted((d["frames"], d["seconds"]) for d in data if d["series"] == series)
@@ -54,11 +59,11 @@ def time_vs_frames(timing: dict | None, paper: dict, out_dir: Path, subtitle: st
     png = out_dir / "time_vs_frames.png"
     _save(fig, png)
     # wide CSVs, one column per curve, for `dvc plots` (x: frames)
-    keys = ["frames", "seconds_video", "invert_s", "edit_s", "total_s", "peak_mem_mb"]
+    keys = ["frames", "seconds_video", *TIME_SERIES, "peak_mem_mb"]
     write_csv(out_dir / "time_vs_frames.csv", [{k: r.get(k) for k in keys} for r in rows], keys)
     write_csv(out_dir / "time_vs_frames_paper.csv",
-              [{"frames": r["frames"], **{f"{m}_min": r[m] for m in ("ours", "dva", "stit", "ltfe")}} for r in p2["rows"]],
-              ["frames", "ours_min", "dva_min", "stit_min", "ltfe_min"])
+              [{"frames": r["frames"], **{f"{m}_min": r[m] for m in PAPER_TIME_METHODS}} for r in p2["rows"]],
+              ["frames", *(f"{m}_min" for m in PAPER_TIME_METHODS)])
     return [png, out_dir / "time_vs_frames.csv", out_dir / "time_vs_frames_paper.csv"]
 
 

@@ -7,6 +7,7 @@ Cell conventions: a number; "—" where this run did not measure it (or it does 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any
 import yaml
 
 from ..fsio import write_text
-from ..metrics.evaluate import method_order
+from ..registry import BASELINES, METRICS, method_label, method_order, method_short, table_metrics
 
 PAPER_NUMBERS = Path(__file__).resolve().parents[1] / "data" / "paper_numbers.yaml"
 NA, NT = "—", "n/t"
@@ -30,15 +31,35 @@ def load_paper_numbers(path: str | Path = PAPER_NUMBERS) -> dict:
     return yaml.safe_load(Path(path).read_text())
 
 
+@dataclass(frozen=True)
+class Column:
+    key: str  # the row dict's key
+    header: str
+    digits: int = 3  # decimals of floats (Markdown/LaTeX; the CSV keeps full precision)
+
+
+def metric_column(key: str, paper: bool = False, key_prefix: str = "") -> Column:
+    """The column of registered metric `key` (its paper counterpart with `paper`)."""
+    m = METRICS[key]
+    return Column(key_prefix + ("paper_" if paper else "") + m.key, m.paper_header if paper else m.header, m.digits)
+
+
 @dataclass
 class Table:
     name: str
     title: str
     caption: str
-    header: list[str]
-    rows: list[list[Any]]
+    columns: list[Column]
+    rows: list[dict[str, Any]]  # column key -> value; a missing key is "not measured"
     notes: list[str] = field(default_factory=list)
-    digits: dict[int, int] = field(default_factory=dict)  # column -> decimals (default 3)
+
+    @property
+    def header(self) -> list[str]:
+        return [c.header for c in self.columns]
+
+    def values(self) -> list[list[Any]]:
+        """Rows as lists in column order (what the renderings and the W&B table show)."""
+        return [[r.get(c.key) for c in self.columns] for r in self.rows]
 
 
 # ----------------------------------------------------------------------------------- rendering
@@ -55,7 +76,7 @@ def cell(v: Any, digits: int = 3) -> str:
 
 
 def _cells(t: Table) -> list[list[str]]:
-    return [[cell(v, t.digits.get(j, 3)) for j, v in enumerate(r)] for r in t.rows]
+    return [[cell(r.get(c.key), c.digits) for c in t.columns] for r in t.rows]
 
 
 def to_markdown(t: Table) -> str:
@@ -72,7 +93,7 @@ def to_csv(t: Table) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(t.header)
-    for r in t.rows:
+    for r in t.values():
         w.writerow(["" if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in r])
     return buf.getvalue()
 
@@ -115,42 +136,49 @@ def caption_prefix(prov: dict) -> str:
     return text
 
 
-def _label(paper: dict, method: str) -> str:
-    return paper.get("methods", {}).get(method, method)
-
-
 # -------------------------------------------------------------------------------------- table 1
+T1 = "table1_identity"
+T1_PAPER = [m.key for m in table_metrics(T1) if m.paper_key]  # this run's metrics the paper also reports
+
+
+def _not_measured(m: str) -> str:
+    return f"not measured (no outputs in data/external_edits/{m})" if m in BASELINES else "not measured"
+
+
+def _measured(got: dict) -> str:
+    return "this run" if got.get("origin") == "engine" else "this run (imported outputs)"
+
+
 def table1(identity: dict, paper: dict) -> Table:
     """Identity: per method, this run's recognisers (with the paper's value for the same recogniser
     family in the same row) and rows for paper recognisers this run did not use."""
-    p1 = paper["table1_identity"]
+    p1 = paper[T1]
     paper_rows, paper_rec = p1["rows"], p1["recognizers"]
     measured = identity.get("methods", {})
     recs = [r["name"] for r in identity.get("recognizers", [])]
     rows = []
     methods = method_order(list(measured)) + [m for m in paper_rows if m not in measured]
     for m in methods:
-        label = _label(paper, m)
+        label = method_label(m)
         got = measured.get(m)
         used_paper = set()
         if got:
-            origin = "this run" if got.get("origin") == "engine" else "this run (imported outputs)"
             for r in recs:
                 v = got.get(r, {})
                 pr = PAPER_RECOGNIZER.get(r)
                 pv = (paper_rows.get(m) or {}).get(pr) if pr else None
                 used_paper.add(pr)
-                rows.append([label, origin, RECOGNIZER_LABEL.get(r, r), v.get("cosine_distance"), v.get("r_at_1"),
-                             v.get("mrr"), v.get("tl_id"), v.get("tg_id"), v.get("videos"),
-                             paper_rec.get(pr, NA) if pr else NA, *_paper_cells(pv, pr is not None and m in paper_rows)])
+                rows.append({"method": label, "measured": _measured(got), "recognizer": RECOGNIZER_LABEL.get(r, r),
+                             **{k.key: v.get(k.json_key) for k in table_metrics(T1)},
+                             "paper_recognizer": paper_rec.get(pr, NA) if pr else NA,
+                             **_paper_cells(pv, pr is not None and m in paper_rows)})
         for pr, pname in paper_rec.items():
             if pr in used_paper:
                 continue
             pv = (paper_rows.get(m) or {}).get(pr)
             if got is None or pv is not None:
-                origin = "paper only" if got else f"not measured (no outputs in data/external_edits/{m})" \
-                    if m in ("dva", "stit", "ltfe") else "not measured"
-                rows.append([label, origin, NA, None, None, None, None, None, None, pname, *_paper_cells(pv, True)])
+                rows.append({"method": label, "measured": "paper only" if got else _not_measured(m), "recognizer": NA,
+                             "paper_recognizer": pname, **_paper_cells(pv, True)})
     g = identity.get("gallery", {})
     sizes = sorted({v["size"] for k, v in g.items() if isinstance(v, dict) and "size" in v})
     gallery = f"{sizes[0]:,}" if len(sizes) == 1 else ("/".join(f"{s:,}" for s in sizes) if sizes else "no")
@@ -163,17 +191,17 @@ def table1(identity: dict, paper: dict) -> Table:
     notes = [f"{NT}: the paper's value is not transcribed in paper_numbers.yaml; {NA}: not measured / not applicable.",
              "Paper rows stand beside this run's recogniser of the same family (FaceNet beside FaceNet); other "
              "recognisers have no published counterpart."]
-    header = ["method", "measured", "recogniser", "cosine dist ↓", "R@1 ↑", "MRR ↑", "TL-ID", "TG-ID", "videos",
-              "paper recogniser", "paper cosine ↓", "paper R@1 ↑", "paper MRR ↑"]
-    return Table("table1_identity", "Table 1: identity preservation", caption, header, rows, notes, {8: 0})
+    columns = [Column("method", "method"), Column("measured", "measured"), Column("recognizer", "recogniser"),
+               *[metric_column(k.key) for k in table_metrics(T1)], Column("paper_recognizer", "paper recogniser"),
+               *[metric_column(k, paper=True) for k in T1_PAPER]]
+    return Table(T1, "Table 1: identity preservation", caption, columns, rows, notes)
 
 
-def _paper_cells(pv: dict | None, applicable: bool) -> list:
+def _paper_cells(pv: dict | None, applicable: bool) -> dict:
+    """The paper's Table 1 values of one row: None (no counterpart), NT (not transcribed) or the number."""
     if not applicable:
-        return [None, None, None]
-    if pv is None:
-        return [NT, NT, NT]
-    return [pv.get("cosine_distance"), pv.get("r_at_1"), pv.get("mrr")]
+        return {}
+    return {f"paper_{k}": NT if pv is None else pv.get(METRICS[k].paper_key) for k in T1_PAPER}
 
 
 # -------------------------------------------------------------------------------------- table 2
@@ -189,19 +217,24 @@ def hardware_text(hw) -> str:
     return ", ".join(f"{k.replace('_', ' ')} {hw[k]}" for k in keys) or "not recorded"
 
 
+T2 = "table2_time"
+T2_PAPER = ["ours", *BASELINES]  # the paper's minutes per video, one column per method
+
+
 def table2(timing: dict | None, paper: dict, prov: dict) -> Table:
     """Time vs video length: rung k of this run's ladder beside rung k of the paper's."""
-    p2 = paper["table2_time"]
+    p2 = paper[T2]
     ours = (timing or {}).get("rows", [])
     rows = []
     for k in range(max(len(ours), len(p2["rows"]))):
         r = ours[k] if k < len(ours) else {}
         p = p2["rows"][k] if k < len(p2["rows"]) else {}
-        spf = r["total_s"] / r["frames"] if r.get("total_s") is not None and r.get("frames") else None
-        pspf = p["ours"] * 60 / p["frames"] if p else None
-        rows.append([k + 1, r.get("frames"), r.get("seconds_video"), r.get("invert_s"), r.get("edit_s"), r.get("total_s"),
-                     spf, r.get("peak_mem_mb"), p.get("frames"), p.get("seconds_video"), p.get("ours"), p.get("dva"),
-                     p.get("stit"), p.get("ltfe"), pspf])
+        rows.append({"rung": k + 1, "frames": r.get("frames"), "seconds_video": r.get("seconds_video"),
+                     **{m.key: r.get(m.json_key) for m in table_metrics(T2) if m.source == "timing"},
+                     "s_per_frame": r["total_s"] / r["frames"] if r.get("total_s") is not None and r.get("frames") else None,
+                     "paper_frames": p.get("frames"), "paper_seconds_video": p.get("seconds_video"),
+                     **{f"paper_{m}_min": p.get(m) for m in T2_PAPER},
+                     "paper_s_per_frame": p["ours"] * 60 / p["frames"] if p else None})
     hw_text = hardware_text((timing or {}).get("hardware"))
     kinds = sorted({r["memory_kind"] for r in ours if r.get("memory_kind")})
     memory = f"peak memory in MB ({', '.join(kinds)})" if kinds else "peak memory in MB"
@@ -212,29 +245,41 @@ def table2(timing: dict | None, paper: dict, prov: dict) -> Table:
                + (f" Timing note: {timing['note']}." if (timing or {}).get("note") else ""))
     notes = ["s/frame compares per-frame cost across different hardware and lengths; only the shape of the curve "
              "(the paper's is superlinear: 6 -> 98 min for 4x the frames) is comparable."]
-    header = ["rung", "frames", "video s", "invert s", "edit s", "total s", "s/frame", "peak MB", "paper frames",
-              "paper video s", "paper ours min", "paper DVA min", "paper STIT min", "paper LTFE min", "paper ours s/frame"]
-    digits = {0: 0, 1: 0, 2: 1, 3: 2, 4: 2, 5: 2, 6: 3, 7: 0, 8: 0, 9: 0, 10: 0, 11: 0, 12: 0, 13: 0, 14: 2}
-    return Table("table2_time", "Table 2: time against video length", caption, header, rows, notes, digits)
+    columns = [Column("rung", "rung", 0), Column("frames", "frames", 0), Column("seconds_video", "video s", 1),
+               *[metric_column(m.key) for m in table_metrics(T2)],
+               Column("paper_frames", "paper frames", 0), Column("paper_seconds_video", "paper video s", 0),
+               *[Column(f"paper_{m}_min", f"paper {method_short(m)} min", 0) for m in T2_PAPER],
+               Column("paper_s_per_frame", "paper ours s/frame", 2)]
+    return Table(T2, "Table 2: time against video length", caption, columns, rows, notes)
 
 
 # -------------------------------------------------------------------------------------- table 3
+T3 = "table3_temporal"
+
+
+def _paper_column(m) -> Column:
+    col = metric_column(m.key, paper=True)
+    return dataclasses.replace(col, header=col.header + " (not reproduced)") if m.source == "paper" else col
+
+
 def table3(temporal: dict, clip: dict | None, paper: dict) -> Table:
-    p3 = paper["table3_temporal"]
+    p3 = paper[T3]
     measured = temporal.get("methods", {})
     clip_m = (clip or {}).get("methods", {})
+    shown = [m for m in table_metrics(T3) if m.source in ("temporal", "clip")]
+    published = [m for m in table_metrics(T3) if m.paper_key]
     rows = []
     for m in method_order(list(measured)) + [m for m in p3["rows"] if m not in measured]:
         v, c, p = measured.get(m), clip_m.get(m, {}), p3["rows"].get(m, {})
-        if v is None:
-            origin = f"not measured (no outputs in data/external_edits/{m})" if m in ("dva", "stit", "ltfe") else "not measured"
-        else:
-            origin = "this run" if v.get("origin") == "engine" else "this run (imported outputs)"
-        rows.append([_label(paper, m), origin, (v or {}).get("warp_error"), (v or {}).get("warp_error_std"),
-                     (v or {}).get("videos"), c.get("clip_score"), c.get("directional_clip"),
-                     p.get("warp_error", NT) if m in p3["rows"] else None, p.get("mos", NT) if m in p3["rows"] else None])
+        by_source = {"temporal": v or {}, "clip": c}
+        row = {"method": method_label(m), "measured": _not_measured(m) if v is None else _measured(v),
+               **{k.key: by_source[k.source].get(k.json_key) for k in shown}}
+        if m in p3["rows"]:
+            row |= {f"paper_{k.key}": p.get(k.paper_key, NT) for k in published}
+        rows.append(row)
     ref = temporal.get("original_reference", {})
-    rows.append(["original video (reference)", "this run", ref.get("warp_error"), None, ref.get("videos"), None, None, None, None])
+    rows.append({"method": "original video (reference)", "measured": "this run", "warp_error": ref.get("warp_error"),
+                 "temporal_videos": ref.get("videos")})
     clip_note = (f"CLIP: {clip.get('clip')}" if clip and clip.get("available") else
                  f"CLIP scores not computed ({(clip or {}).get('reason', 'no clip.json')})")
     random_clip = clip and clip.get("clip_weights") == "random"
@@ -247,6 +292,6 @@ def table3(temporal: dict, clip: dict | None, paper: dict) -> Table:
     notes = ["The paper states no value scale for its warp error; this run's scale puts original 512 px clips at "
              "0.16-0.34 (DIS flow), the paper's range. Warp error rewards blur and static output: read it beside "
              "Table 1."]
-    header = ["method", "measured", "E_warp ↓", "± std", "videos", "CLIP score", "directional CLIP",
-              "paper E_warp ↓", "paper MOS ↑ (not reproduced)"]
-    return Table("table3_temporal", "Table 3: temporal consistency", caption, header, rows, notes, {4: 0, 5: 2, 8: 1})
+    columns = [Column("method", "method"), Column("measured", "measured"), *[metric_column(k.key) for k in shown],
+               *[_paper_column(k) for k in published]]
+    return Table(T3, "Table 3: temporal consistency", caption, columns, rows, notes)

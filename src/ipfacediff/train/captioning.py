@@ -274,7 +274,9 @@ def read_rgb(path: str | Path) -> np.ndarray | None:
 # --------------------------------------------------------------------------- the caption stage
 
 
-def caption_crops(items: Sequence[tuple[str, Path]], captioner, batch_size: int = 16, desc: str = "caption") -> tuple[list[dict], list[dict]]:
+def caption_crops(
+    items: Sequence[tuple[str, Path]], captioner, batch_size: int = 16, desc: str = "caption"
+) -> tuple[list[dict], list[dict]]:
     """[(key, crop path)] -> (records {"key", "caption"}, skipped {"key", "reason"}).
 
     Unreadable files and crops where YuNet finds no face are skipped and counted, never dropped.
@@ -345,7 +347,9 @@ def caption_videos(prepped_dir: str | Path, captioner, max_tries: int = 5) -> tu
     return done, skipped
 
 
-def run_caption_stage(faces_dir: str | Path, prepped_dir: str | Path | None, out_dir: str | Path, captioner, profile: str, batch_size: int = 16) -> dict:
+def run_caption_stage(
+    faces_dir: str | Path, prepped_dir: str | Path | None, out_dir: str | Path, captioner, profile: str, batch_size: int = 16
+) -> dict:
     """data/captions/: faces.jsonl, videos.jsonl ({"image"|"video", "caption", "source"}) and summary.json."""
     import json
 
@@ -353,12 +357,24 @@ def run_caption_stage(faces_dir: str | Path, prepped_dir: str | Path | None, out
 
     faces, faces_skipped = caption_crops(face_items(faces_dir), captioner, batch_size, desc="caption faces")
     if not faces:
-        raise InputError(faces_dir, f"no face could be captioned ({len(faces_skipped)} skipped: {faces_skipped[0]['reason'] if faces_skipped else 'empty'})")
+        raise InputError(
+            faces_dir,
+            f"no face could be captioned ({len(faces_skipped)} skipped: {faces_skipped[0]['reason'] if faces_skipped else 'empty'})",
+        )
     videos, videos_skipped = caption_videos(prepped_dir, captioner) if prepped_dir is not None else ([], [])
     summary = {
-        "profile": profile, "captioner": captioner.source,
-        "faces": {"n": len(faces), "n_skipped": len(faces_skipped), "skipped": [{"image": s["key"], "reason": s["reason"]} for s in faces_skipped]},
-        "videos": {"n": len(videos), "n_skipped": len(videos_skipped), "skipped": [{"video": s["key"], "reason": s["reason"]} for s in videos_skipped]},
+        "profile": profile,
+        "captioner": captioner.source,
+        "faces": {
+            "n": len(faces),
+            "n_skipped": len(faces_skipped),
+            "skipped": [{"image": s["key"], "reason": s["reason"]} for s in faces_skipped],
+        },
+        "videos": {
+            "n": len(videos),
+            "n_skipped": len(videos_skipped),
+            "skipped": [{"video": s["key"], "reason": s["reason"]} for s in videos_skipped],
+        },
     }
     with atomic_dir(out_dir) as tmp:
         with open(tmp / "faces.jsonl", "w") as f:

@@ -42,7 +42,9 @@ class ClipEncoder(nn.Module):
         h, w = x.shape[-2:]
         s = self.size / min(h, w)
         if (h, w) != (self.size, self.size):
-            x = F.interpolate(x, size=(max(self.size, round(h * s)), max(self.size, round(w * s))), mode="bicubic", align_corners=False, antialias=s < 1)
+            x = F.interpolate(
+                x, size=(max(self.size, round(h * s)), max(self.size, round(w * s))), mode="bicubic", align_corners=False, antialias=s < 1
+            )
             top, left = (x.shape[-2] - self.size) // 2, (x.shape[-1] - self.size) // 2
             x = x[..., top : top + self.size, left : left + self.size]
         return (x - self.mean) / self.std
@@ -60,8 +62,12 @@ class ClipEncoder(nn.Module):
         """
         for t in dict.fromkeys(texts):
             if t not in self._text_cache:
-                tok = self.tokenizer([t], padding="max_length", truncation=True, max_length=self.tokenizer.model_max_length, return_tensors="pt")
-                self._text_cache[t] = _features(self.model.get_text_features(**{k: v.to(self.mean.device) for k, v in tok.items()})).float()[0]
+                tok = self.tokenizer(
+                    [t], padding="max_length", truncation=True, max_length=self.tokenizer.model_max_length, return_tensors="pt"
+                )
+                self._text_cache[t] = _features(
+                    self.model.get_text_features(**{k: v.to(self.mean.device) for k, v in tok.items()})
+                ).float()[0]
         return torch.stack([self._text_cache[t] for t in texts])
 
 
@@ -90,11 +96,12 @@ class DirectionalClipLoss(nn.Module):
 
 def load_directional_loss(clip_dirs: Sequence[str | Path], device: str | torch.device = "cpu", dtype=torch.float32) -> DirectionalClipLoss:
     """CLIP models from local folders, `models/clip` pointers or Hugging Face ids in the local cache."""
-    from ..diffusion.models import load_clip, resolve_pretrained
+    from ..diffusion.clip_model import load_clip_model
+    from ..diffusion.hub import resolve_pretrained
 
     encoders = []
     for d in clip_dirs:
         folder = d if Path(d).is_dir() else resolve_pretrained(d, required=("config.json",), param="finetune_dir.extra_clip")
-        c = load_clip(folder, device=device, dtype=dtype)
+        c = load_clip_model(folder, device=device, dtype=dtype)
         encoders.append(ClipEncoder(c.model, c.tokenizer, c.processor, name=str(c.info.get("spec") or c.info.get("path") or d)))
     return DirectionalClipLoss(encoders).to(device)

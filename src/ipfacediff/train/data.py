@@ -96,7 +96,9 @@ def load_rgb(path: Path) -> np.ndarray | None:
     return None if img is None else np.ascontiguousarray(img[:, :, ::-1])
 
 
-def build_face_set(faces_dir: str | Path, captions_file: str | Path | None, crop_size: int | None = None, crop_scale: float | None = None) -> FaceSet:
+def build_face_set(
+    faces_dir: str | Path, captions_file: str | Path | None, crop_size: int | None = None, crop_scale: float | None = None
+) -> FaceSet:
     """Every usable (image, caption) pair; `captions_file` None trains with empty captions."""
     from tqdm import tqdm
 

