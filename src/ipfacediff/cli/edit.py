@@ -30,6 +30,10 @@ def register(subparsers) -> None:
     p.add_argument("--negative-prompt", default=None, help="default: params edit.negative_prompt")
     p.add_argument("--guidance-scale", type=float, default=None, help="default: params edit.guidance_scale")
     p.add_argument("--cache", default=None, help="keep (and reuse) the inversion cache at this path")
+    p.add_argument("--mask", default="auto", choices=("auto", "face", "face_hair", "ellipse"),
+                   help="paste-back region: auto = face, or face + hair when the prompt edits hair (default: auto)")
+    p.add_argument("--mask-dilate", type=float, default=None, help="grow the region by this many crop px (default: crop/32)")
+    p.add_argument("--mask-feather", type=float, default=None, help="feathered band width in crop px (default: crop/16)")
     _common(p)
     p.set_defaults(func=run_edit)
 
@@ -122,13 +126,15 @@ def _load(s: dict, used_branches: set[str]):
 # --------------------------------------------------------------------------- face crops
 
 
-def face_crops(path: Path, s: dict, crop_size: int, folder: Path):
+def face_crops(path: Path, s: dict, crop_size: int, folder: Path, masker=None):
     """(track, crops, video facts): the tracked face aligned in every frame, written as PNGs to
-    `folder` and read back lazily by batch (memory stays bounded whatever the video length)."""
+    `folder` and read back lazily by batch (memory stays bounded whatever the video length). With a
+    `masker` (face.mask.RegionMasker) each frame's paste-back mask goes to folder/../masks."""
     from tqdm import tqdm
 
     from ..diffusion.inversion import CropFrames
     from ..face import crop, track_video
+    from ..face.mask import write_mask
     from ..face.prep import write_png
     from ..video import iter_frames, probe
 
@@ -136,11 +142,15 @@ def face_crops(path: Path, s: dict, crop_size: int, folder: Path):
     track = track_video(iter_frames(path), face_index=s["face_index"], min_face_px=s["min_face_px"], crop_size=crop_size,
                         scale=s["crop_scale"], sigma=s["smooth_sigma"], path=path, progress=True)
     folder.mkdir(parents=True, exist_ok=True)
+    if masker is not None:
+        (folder.parent / "masks").mkdir(exist_ok=True)
     n = 0
     for i, f in enumerate(tqdm(iter_frames(path), total=info.n_frames, desc="crop faces", unit="frame", leave=False)):
         if i >= track.n_frames:
             break
         write_png(folder / f"{i:06d}.png", crop(f, track.smoothed[i], crop_size))
+        if masker is not None:
+            write_mask(folder.parent / "masks" / f"{i:06d}.png", masker(f, track.smoothed[i]))
         n += 1
     if n != track.n_frames:
         raise InputError(path, f"decoded {n} frames, tracked {track.n_frames}")
@@ -189,7 +199,8 @@ def run_edit(args) -> int:
 
     from ..diffusion.methods import get_method
     from ..diffusion.pipeline import IPFaceDiffPipeline, models_record, write_edit
-    from ..face import face_mask, paste_back
+    from ..face import paste_back
+    from ..face.mask import RegionMasker, read_masks, region_for_prompt, smooth_masks
     from ..video import iter_frames
 
     if not args.prompt.strip():
@@ -201,25 +212,29 @@ def run_edit(args) -> int:
     t0 = time.perf_counter()
     comps, branches = _load(s, {"identity"} | ({method.edit_branch} - {"base"}))
     size = _crop_size(args, comps)
+    region = region_for_prompt(args.prompt) if args.mask == "auto" else args.mask
+    masker = RegionMasker(size, region, args.mask_dilate, args.mask_feather)
     with tempfile.TemporaryDirectory(prefix="ipfacediff-") as tmp:
-        track, crops, info = face_crops(src, s, size, Path(tmp) / "crops")
+        track, crops, info = face_crops(src, s, size, Path(tmp) / "crops", masker)
         cache = _invert(comps, branches, crops, Path(args.cache) if args.cache else Path(tmp) / "inversion.safetensors", s, args.source_prompt)
         pipe = IPFaceDiffPipeline(comps, branches, s["edit"], progress=True)
         out = pipe(args.prompt, cache, generator=torch.Generator().manual_seed(s["seed"]), method=method.name, output_type="latent")
-    mask = face_mask(size)
-    originals = tqdm(iter_frames(src), total=info.n_frames, desc="paste back", unit="frame", leave=False)
-    # decoded one VAE batch at a time; strict: a frame-count mismatch aborts the (atomic) write
-    frames = (paste_back(f, e, M, mask) for f, e, M in zip(originals, pipe.decode(out.latents), track.smoothed, strict=True))
-    record = {
-        "input": info.to_dict(), "prompt": args.prompt, "method": method.name, "seed": s["seed"], "profile": s["profile"],
-        "params_file": s["params_file"],
-        "config": {**{k: v for k, v in asdict(s["edit"]).items() if k not in ("methods", "prompts")}, "crop_size": size,
-                   "face_index": s["face_index"], "smooth_sigma": s["smooth_sigma"], "crop_scale": s["crop_scale"],
-                   "source_prompt": args.source_prompt},
-        "models": models_record(comps, branches, s["models"]), "edit": out.info,
-        "face": {"frames_detected": track.n_detected, "frames_interpolated": track.n_interpolated, "jitter_px": track.jitter()},
-    }
-    result = write_edit(dst, frames, info.fps, record, audio_from=src)
+        originals = tqdm(iter_frames(src), total=info.n_frames, desc="paste back", unit="frame", leave=False)
+        masks = smooth_masks(read_masks(Path(tmp) / "masks"))
+        # decoded one VAE batch at a time; strict: a frame-count mismatch aborts the (atomic) write
+        frames = (paste_back(f, e, M, m) for f, e, M, m in
+                  zip(originals, pipe.decode(out.latents), track.smoothed, masks, strict=True))
+        record = {
+            "input": info.to_dict(), "prompt": args.prompt, "method": method.name, "seed": s["seed"], "profile": s["profile"],
+            "params_file": s["params_file"],
+            "config": {**{k: v for k, v in asdict(s["edit"]).items() if k not in ("methods", "prompts")}, "crop_size": size,
+                       "face_index": s["face_index"], "smooth_sigma": s["smooth_sigma"], "crop_scale": s["crop_scale"],
+                       "source_prompt": args.source_prompt},
+            "models": models_record(comps, branches, s["models"]), "edit": out.info,
+            "face": {"frames_detected": track.n_detected, "frames_interpolated": track.n_interpolated, "jitter_px": track.jitter()},
+            "mask": masker.record() | {"requested": args.mask},
+        }
+        result = write_edit(dst, frames, info.fps, record, audio_from=src)
     print(f"edit [{method.name}]: {result.n_frames} frames at {info.fps_str} fps, {info.width}x{info.height}, "
           f"audio {result.audio} -> {dst} ({time.perf_counter() - t0:.1f} s)")
     return 0
