@@ -14,7 +14,7 @@ import sys
 from ..errors import InputError
 
 # module name -> registers these subcommands
-SUBCOMMAND_MODULES = ["info", "edit", "metrics"]
+SUBCOMMAND_MODULES = ["info", "edit", "metrics", "batch", "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:

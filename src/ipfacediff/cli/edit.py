@@ -212,8 +212,9 @@ def run_edit(args) -> int:
     t0 = time.perf_counter()
     comps, branches = _load(s, {"identity"} | ({method.edit_branch} - {"base"}))
     size = _crop_size(args, comps)
-    region = region_for_prompt(args.prompt) if args.mask == "auto" else args.mask
-    masker = RegionMasker(size, region, args.mask_dilate, args.mask_feather)
+    requested = getattr(args, "mask", "auto")
+    region = region_for_prompt(args.prompt) if requested == "auto" else requested
+    masker = RegionMasker(size, region, getattr(args, "mask_dilate", None), getattr(args, "mask_feather", None))
     with tempfile.TemporaryDirectory(prefix="ipfacediff-") as tmp:
         track, crops, info = face_crops(src, s, size, Path(tmp) / "crops", masker)
         cache = _invert(comps, branches, crops, Path(args.cache) if args.cache else Path(tmp) / "inversion.safetensors", s, args.source_prompt)
@@ -232,7 +233,8 @@ def run_edit(args) -> int:
                        "source_prompt": args.source_prompt},
             "models": models_record(comps, branches, s["models"]), "edit": out.info,
             "face": {"frames_detected": track.n_detected, "frames_interpolated": track.n_interpolated, "jitter_px": track.jitter()},
-            "mask": masker.record() | {"requested": args.mask},
+            "mask": masker.record() | {"requested": requested},
+            **(getattr(args, "record_extra", None) or {}),  # callers' own fields (batch fingerprint, app job)
         }
         result = write_edit(dst, frames, info.fps, record, audio_from=src)
     print(f"edit [{method.name}]: {result.n_frames} frames at {info.fps_str} fps, {info.width}x{info.height}, "
