@@ -100,16 +100,22 @@ class JobQueue:
         return next((j for j in self.jobs if j.state == "running"), None)
 
     def snapshot(self) -> list[Job]:
-        job = self.running()
-        if job is not None:
-            self._update_phases(job)
         return list(self.jobs)
 
     def _update_phases(self, job: Job) -> None:
+        names = [name for _, name in PHASES]
         for desc, n, total in live_bars():
             phase = phase_of(desc)
             if phase:
-                job.phases[phase] = max(job.phases.get(phase, 0.0) if phase != "edit" else 0.0, min(1.0, n / total))
+                job.phases[phase] = max(job.phases.get(phase, 0.0), min(1.0, n / total))
+                for earlier in names[: names.index(phase)]:  # the phases run in this order
+                    job.phases[earlier] = 1.0
+
+    def _watch(self, job: Job) -> None:
+        """Sample the bars 5 times a second while `job` runs (short phases would fall between page polls)."""
+        while job.state == "running":
+            self._update_phases(job)
+            time.sleep(0.2)
 
     # ------------------------------------------------------------------ worker
     def _work(self) -> None:
@@ -120,6 +126,7 @@ class JobQueue:
                 job = next(j for j in self.jobs if j.state == "queued")
             with self.busy:
                 job.state = "running"
+                threading.Thread(target=self._watch, args=(job,), daemon=True).start()
                 self._run(job)
 
     def _run(self, job: Job) -> None:
@@ -128,7 +135,7 @@ class JobQueue:
         try:
             for i, prompt in enumerate(job.prompts):
                 job.prompt_index, job.phases = i, {}
-                out = job.out_dir / f"{Path(job.name).stem}-{i + 1:02d}-{slug(prompt)}.mp4"
+                out = job.out_dir / f"{Path(job.name).stem}-job{job.id}-{i + 1:02d}-{slug(prompt)}.mp4"
                 job.options.extra = {"app": {"job": job.id, "input_name": job.name, "prompt_index": i}}
                 self.runner(job.source, out, prompt, job.options)
                 job.phases = {name: 1.0 for _, name in PHASES}

@@ -29,6 +29,19 @@ def _prompts(text: str | None) -> list[str]:
     return [p.strip() for p in (text or "").splitlines() if p.strip()]
 
 
+def _gap(frame: np.ndarray, px: int = 6) -> np.ndarray:
+    return np.full((frame.shape[0], px, 3), 255, np.uint8)
+
+
+def _captioned(img: np.ndarray, text: str) -> np.ndarray:
+    """`img` under a white strip carrying `text`."""
+    import cv2
+
+    strip = np.full((28, img.shape[1], 3), 255, np.uint8)
+    cv2.putText(strip, text[:110], (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.vstack([strip, img])
+
+
 def status_html(jobs) -> str:
     """All jobs, newest first; the running one with one progress bar per phase."""
     if not jobs:
@@ -74,8 +87,8 @@ def build_app(queue: JobQueue, samples: list[Path], defaults: EditOptions):
                    f"audio {'yes' if info.has_audio else 'no'}; face found in {track.n_detected}/{track.n_frames} "
                    f"of the first frames.")
             return frame, crop, msg
-        except InputError as e:
-            return None, None, _err(e)
+        except InputError as e:  # name the file as the user knows it, not Gradio's upload path
+            return None, None, _err(InputError(name if "name" in locals() else None, e.problem))
 
     def run_preview(upload, pick, text, steps, seed, mask, progress=gr.Progress()):
         prompts = _prompts(text)
@@ -87,17 +100,18 @@ def build_app(queue: JobQueue, samples: list[Path], defaults: EditOptions):
             if not queue.busy.acquire(blocking=False):
                 raise InputError(None, "a full edit is running; preview again when it finishes (see the jobs below)")
             try:
-                shown = []
+                rows = []
                 for k, prompt in enumerate(prompts):
                     progress(k / len(prompts), desc=f"preview {k + 1}/{len(prompts)}")
                     pairs, rec = preview(path, prompt, options(steps, seed, mask), queue.work_dir)
-                    shown += [(np.hstack([a, b]), f"{prompt} · frame {i * rec['config'].get('keyframe_interval', 8)} "
-                               "(original | edited)") for i, (a, b) in enumerate(pairs)]
+                    every = rec["config"].get("keyframe_interval", 8)
+                    rows += [_captioned(np.hstack([a, _gap(a), b]), f"{prompt} | frame {i * every}: original | edited")
+                             for i, (a, b) in enumerate(pairs)]
             finally:
                 queue.busy.release()
-            return shown, f"Preview: {len(shown)} keyframe(s) at {rec['config']['steps']} steps (original | edited)."
+            return np.vstack(rows), f"Preview: {len(rows)} keyframe(s) at {rec['config']['steps']} steps (original | edited)."
         except InputError as e:
-            return [], _err(e)
+            return None, _err(e)
 
     def submit(upload, pick, text, steps, seed, mask):
         try:
@@ -130,7 +144,8 @@ def build_app(queue: JobQueue, samples: list[Path], defaults: EditOptions):
         with gr.Row():
             preview_btn = gr.Button("Preview keyframes", elem_id="preview-btn")
             run_btn = gr.Button("Run full edit", variant="primary", elem_id="run-btn")
-        gallery = gr.Gallery(label="Preview: original | edited", columns=2, elem_id="preview", height="auto")
+        gallery = gr.Image(label="Preview: original | edited (keyframes of the first second)", elem_id="preview",
+                           interactive=False, height=420)
         gr.Markdown("## Jobs (one runs at a time; they survive a page reload)")
         status = gr.HTML(elem_id="status")
         results = gr.File(label="Results (video + JSON record)", file_count="multiple", interactive=False, elem_id="results")
