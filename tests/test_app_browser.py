@@ -6,7 +6,6 @@ tmp dir (and docs/screenshots/ with IPFACEDIFF_SCREENSHOTS=1)."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import time
 from pathlib import Path
@@ -80,9 +79,13 @@ def _wait(pred, timeout=90.0, what=""):
 def _shot(driver, folder: Path, name: str) -> Path:
     p = folder / f"{name}.png"
     driver.save_screenshot(str(p))
-    if os.environ.get("IPFACEDIFF_SCREENSHOTS"):
+    if os.environ.get("IPFACEDIFF_SCREENSHOTS"):  # README copies at 60% size
+        import cv2
+
         DOCS.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(p, DOCS / p.name)
+        im = cv2.imread(str(p))
+        cv2.imwrite(str(DOCS / p.name), cv2.resize(im, (im.shape[1] * 6 // 10, im.shape[0] * 6 // 10), interpolation=cv2.INTER_AREA),
+                    [cv2.IMWRITE_PNG_COMPRESSION, 9])
     return p
 
 
@@ -103,6 +106,17 @@ def test_upload_preview_run_reload_download(app, browser, tmp_path):
     css("#upload input[type=file]")[0].send_keys(str(junk))
     _wait(lambda: "not a readable video" in css("#message")[0].text, what="the non-video message")
     _shot(d, tmp_path, "02_bad_upload")
+
+    # a video without a face
+    import numpy as np
+
+    from ipfacediff.video import write_video
+
+    write_video(tmp_path / "wall.mp4", np.full((4, 96, 128, 3), 90, np.uint8), 10)
+    d.get(app["url"])
+    _wait(lambda: css("#upload input[type=file]"), what="the page")
+    css("#upload input[type=file]")[0].send_keys(str(tmp_path / "wall.mp4"))
+    _wait(lambda: "wall.mp4: no face" in css("#message")[0].text, what="the no-face message")
 
     d.get(app["url"])  # fresh page, then the real clip
     _wait(lambda: css("#upload input[type=file]"), what="the page")
@@ -150,6 +164,8 @@ def test_upload_preview_run_reload_download(app, browser, tmp_path):
     # the output folder holds only finished outputs (no temporary files), one folder per job
     files = sorted(p.relative_to(app["out"]).as_posix() for p in app["out"].rglob("*") if p.is_file())
     assert len(files) == 4 and all(f.split("/")[0] in ("job0001", "job0002") and not Path(f).name.startswith(".") for f in files)
-    # serves only what it wrote: a file outside its folders is refused
-    outside = requests.get(app["url"] + "gradio_api/file=" + str(app["clip"]), timeout=30)
-    assert outside.status_code in (403, 404)
+    # serves only what it wrote: the download URL pattern with a path outside its folders is refused
+    prefix = videos[0].split("file=")[0] + "file="
+    assert requests.get(videos[0], timeout=30).status_code == 200
+    for other in (app["clip"], app["root"] / "models" / "base" / "model_index.json"):
+        assert other.is_file() and requests.get(prefix + str(other), timeout=30).status_code in (403, 404)
