@@ -45,7 +45,7 @@ def app(media_dir, tmp_path_factory):
     write_video(clip, v.frames, v.fps, audio_from=src, audio_range_s=(0.0, 8 / float(v.fps)))
     defaults = EditOptions(steps=2, seed=0, models=str(root / "models" / "base"), branches=str(root / "none"), crop_size=64)
     port = _free_port()
-    demo, url = serve("127.0.0.1", port, root / "out", [clip], defaults, block=False)
+    demo, _ = serve("127.0.0.1", port, root / "out", [clip], defaults, block=False)
     yield {"url": f"http://127.0.0.1:{port}/", "clip": clip, "root": root, "out": root / "out"}
     demo.close()
 

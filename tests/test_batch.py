@@ -4,7 +4,6 @@ fingerprint (a half-written output is never taken as done), summary table; bad j
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -33,7 +32,7 @@ def setup(media_dir, tmp_path_factory):
 def test_batch_runs_resumes_and_redoes_only_unfinished(setup, capsys):
     from ipfacediff.app.batch import load_jobs
 
-    root, jobs = setup
+    _, jobs = setup
     assert main(["batch", str(jobs)]) == 0
     out = capsys.readouterr().out
     items, out_dir = load_jobs(jobs)
@@ -66,8 +65,7 @@ def test_batch_runs_resumes_and_redoes_only_unfinished(setup, capsys):
     assert json.loads(items[1].output.with_suffix(".json").read_text())["batch"]["fingerprint"] == items[1].fingerprint
 
 
-def test_bad_jobs_files_refused(setup, tmp_path, capsys):
-    root, _ = setup
+def test_bad_jobs_files_refused(tmp_path, capsys):
     cases = {
         "videos: [nope.mp4]\nprompts: [a]\n": "not found",
         "videos: [x.mp4]\n": "'prompts' must be a non-empty list",

@@ -3,13 +3,20 @@ what they cover on real faces, exactness outside the feathered band, and no seam
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from ipfacediff.face.mask import (RegionMasker, face_mask, feather, read_masks, region_for_prompt, seam_ratio,
-                                  smooth_masks, write_mask)
+from ipfacediff.face.mask import (
+    RegionMasker,
+    face_mask,
+    feather,
+    mask_file,
+    read_mask,
+    region_for_prompt,
+    seam_ratio,
+    smoothed_mask,
+    write_mask,
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +43,7 @@ def test_face_region_reaches_past_the_template_ellipse_and_hair_region_past_the_
     ell, face, hair = (RegionMasker(256, r)(img, M) for r in ("ellipse", "face", "face_hair"))
     assert np.array_equal(ell, face_mask(256))
     # the mesh hull covers the forehead's sides, temples and jaw corners the ellipse cuts off
-    top = lambda m: int(np.argmax((m > 0.5).any(1)))  # noqa: E731
+    top = lambda m: int(np.argmax((m > 0.5).any(1)))
     assert (face > 0.5).sum() > 1.15 * (ell > 0.5).sum() and ((face > 0.5) & (ell == 0)).sum() > 1000
     assert (hair >= face - 1e-6).all() and (hair > 0.5).sum() > 1.15 * (face > 0.5).sum()
     assert top(hair) < top(face)
@@ -54,20 +61,27 @@ def test_feather_is_a_band_inside_the_region():
     assert band.any() and (b[band] == 1).all()
 
 
-def test_smooth_masks_is_a_centred_running_mean():
+def test_smoothed_mask_is_a_centred_mean_of_the_stored_masks(tmp_path):
     g = np.random.default_rng(0)
-    ms = [g.random((4, 4)).astype(np.float32) for _ in range(7)]
-    out = list(smooth_masks(iter(ms), radius=2))
-    assert len(out) == 7
-    for i, o in enumerate(out):
+    ms = [np.round(g.random((4, 4)) * 65535) / 65535 for _ in range(7)]  # exactly representable in 16 bits
+    ms[3][0, 0] = 0.0
+    for i, m in enumerate(ms):
+        write_mask(mask_file(tmp_path, i), m)
+    for i in range(7):
         lo, hi = max(0, i - 2), min(7, i + 3)
-        np.testing.assert_allclose(o, np.mean(ms[lo:hi], axis=0), rtol=0, atol=1e-6)  # float32 sums of <= 5 values in [0, 1]
+        # float32 mean of <= 5 values in [0, 1]: a few ulps of 1.0 (1.2e-7 each)
+        np.testing.assert_allclose(smoothed_mask(tmp_path, i, 7), np.mean(ms[lo:hi], axis=0), rtol=0, atol=1e-6)
+    ms2 = [np.zeros((4, 4))] * 7
+    ms2[5] = np.ones((4, 4))
+    for i, m in enumerate(ms2):
+        write_mask(mask_file(tmp_path, i), m)
+    assert (smoothed_mask(tmp_path, 2, 7) == 0).all() and (smoothed_mask(tmp_path, 3, 7) == 0.2).all()
 
 
 def test_mask_png_roundtrip_keeps_zero_and_one_exact(tmp_path):
     m = np.array([[0.0, 1.0], [0.25, 1e-7]], np.float32)
     write_mask(tmp_path / "000000.png", m)
-    (r,) = list(read_masks(tmp_path))
+    r = read_mask(tmp_path / "000000.png")
     assert r[0, 0] == 0 and r[0, 1] == 1 and r[1, 1] == 0 and abs(r[1, 0] - 0.25) <= 0.5 / 65535
 
 
@@ -85,9 +99,9 @@ def test_cli_edit_exact_outside_the_band_and_no_seam(media_dir, tmp_path, monkey
     no busier than the two sides it joins, while a hard-edged paste of the same crops is."""
     import cv2
 
-    import ipfacediff.diffusion.pipeline as pipeline
-    import ipfacediff.face as face
+    from ipfacediff import face
     from ipfacediff.cli import main
+    from ipfacediff.diffusion import pipeline
     from ipfacediff.diffusion.models import build_tiny
     from ipfacediff.video import read_video, write_video
 

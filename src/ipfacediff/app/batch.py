@@ -129,7 +129,7 @@ def run_batch(path: str | Path, progress: bool = True) -> list[dict]:
     """Run every job not already done; one row per job: status done | skipped | failed."""
     from tqdm import tqdm
 
-    items, out_dir = load_jobs(path)
+    items, _ = load_jobs(path)
     rows = []
     for n, item in enumerate(tqdm(items, desc="batch", unit="edit", disable=not progress), 1):
         row = {"n": n, **item.label(), "output": str(item.output), "fingerprint": item.fingerprint[:12]}

@@ -75,7 +75,7 @@ def check_video(path: str | Path):
         info = probe(path)
     except InputError:
         raise
-    except Exception as e:  # noqa: BLE001 - PyAV raises many types for non-video input
+    except Exception as e:
         raise InputError(path, f"not a readable video ({type(e).__name__})") from e
     if info.n_frames < 1:
         raise InputError(path, "has no video frames")
@@ -112,11 +112,11 @@ def face_overview(src: str | Path, options: EditOptions, crop_size: int = 256, m
     shown = frames[i].copy()
     M = track.smoothed[i]
     if track.detected[i]:
-        x0, y0, x1, y1 = (int(round(v)) for v in track.boxes[i])
+        x0, y0, x1, y1 = (round(v) for v in track.boxes[i])
         t = max(2, round(max(shown.shape[:2]) / 200))
         cv2.rectangle(shown, (x0, y0), (x1, y1), (0, 255, 0), t)
         for p in track.landmarks[i]:
-            cv2.circle(shown, (int(round(p[0])), int(round(p[1]))), t + 1, (255, 0, 0), -1)
+            cv2.circle(shown, (round(p[0]), round(p[1])), t + 1, (255, 0, 0), -1)
     region = options.mask if options.mask != "auto" else "face"
     mask = RegionMasker(crop_size, region)(frames[i], M)
     c = crop(frames[i], M, crop_size).astype(np.float32)

@@ -90,7 +90,7 @@ def build_app(queue: JobQueue, samples: list[Path], defaults: EditOptions):
         except InputError as e:  # name the file as the user knows it, not Gradio's upload path
             return None, None, _err(InputError(name if "name" in locals() else None, e.problem))
 
-    def run_preview(upload, pick, text, steps, seed, mask, progress=gr.Progress()):
+    def run_preview(upload, pick, text, steps, seed, mask, progress=gr.Progress()):  # noqa: B008 - Gradio injects progress through this default
         prompts = _prompts(text)
         try:
             path, _ = chosen(upload, pick)

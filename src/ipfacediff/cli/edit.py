@@ -134,7 +134,7 @@ def face_crops(path: Path, s: dict, crop_size: int, folder: Path, masker=None):
 
     from ..diffusion.inversion import CropFrames
     from ..face import crop, track_video
-    from ..face.mask import write_mask
+    from ..face.mask import mask_file, write_mask
     from ..face.prep import write_png
     from ..video import iter_frames, probe
 
@@ -150,7 +150,7 @@ def face_crops(path: Path, s: dict, crop_size: int, folder: Path, masker=None):
             break
         write_png(folder / f"{i:06d}.png", crop(f, track.smoothed[i], crop_size))
         if masker is not None:
-            write_mask(folder.parent / "masks" / f"{i:06d}.png", masker(f, track.smoothed[i]))
+            write_mask(mask_file(folder.parent / "masks", i), masker(f, track.smoothed[i]))
         n += 1
     if n != track.n_frames:
         raise InputError(path, f"decoded {n} frames, tracked {track.n_frames}")
@@ -200,7 +200,7 @@ def run_edit(args) -> int:
     from ..diffusion.methods import get_method
     from ..diffusion.pipeline import IPFaceDiffPipeline, models_record, write_edit
     from ..face import paste_back
-    from ..face.mask import RegionMasker, read_masks, region_for_prompt, smooth_masks
+    from ..face.mask import RegionMasker, region_for_prompt, smoothed_mask
     from ..video import iter_frames
 
     if not args.prompt.strip():
@@ -221,7 +221,7 @@ def run_edit(args) -> int:
         pipe = IPFaceDiffPipeline(comps, branches, s["edit"], progress=True)
         out = pipe(args.prompt, cache, generator=torch.Generator().manual_seed(s["seed"]), method=method.name, output_type="latent")
         originals = tqdm(iter_frames(src), total=info.n_frames, desc="paste back", unit="frame", leave=False)
-        masks = smooth_masks(read_masks(Path(tmp) / "masks"))
+        masks = (smoothed_mask(Path(tmp) / "masks", i, track.n_frames) for i in range(track.n_frames))
         # decoded one VAE batch at a time; strict: a frame-count mismatch aborts the (atomic) write
         frames = (paste_back(f, e, M, m) for f, e, M, m in
                   zip(originals, pipe.decode(out.latents), track.smoothed, masks, strict=True))

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import re
 import threading
-from collections import deque
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +25,7 @@ REGIONS = ("face", "face_hair", "ellipse")
 HAIR_CATEGORIES = {"hair_colour", "hair_style", "bangs", "age", "gender", "multiple", "accessories"}
 # free-text prompts: words that put the hair in the edit
 HAIR_WORDS = re.compile(r"\b(hair\w*|bang|bangs|fringe|bald\w*|blond\w*|brunette|ponytail|curl\w*|hat|cap|"
-                        r"old|elderly|grey|gray|woman|man|girl|boy|wig|afro|braid\w*)\b", re.I)
+                        r"old|elderly|grey|gray|woman|man|girl|boy|wig|afro|braid\w*)\b", re.IGNORECASE)
 
 
 def region_for_prompt(prompt: str, category: str | None = None) -> str:
@@ -77,7 +75,7 @@ def feather(binary: np.ndarray, feather_px: float) -> np.ndarray:
 def dilate(binary: np.ndarray, px: float) -> np.ndarray:
     import cv2
 
-    r = int(round(px))
+    r = round(px)
     if r <= 0:
         return binary
     k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
@@ -99,8 +97,8 @@ def face_mask(crop_size: int, landmarks_in_crop: np.ndarray | None = None, feath
     centre, axes, angle = face_ellipse(lm)
     shift = 4  # sub-pixel ellipse drawing
     binary = np.zeros((crop_size, crop_size), np.uint8)
-    cv2.ellipse(binary, tuple(int(round(v * (1 << shift))) for v in centre),
-                tuple(int(round(v * (1 << shift))) for v in axes), angle, 0, 360, 1, -1, cv2.LINE_8, shift)
+    cv2.ellipse(binary, tuple(round(v * (1 << shift)) for v in centre),
+                tuple(round(v * (1 << shift)) for v in axes), angle, 0, 360, 1, -1, cv2.LINE_8, shift)
     return feather(binary, default_feather(crop_size) if feather_px is None else feather_px)
 
 
@@ -126,7 +124,9 @@ class _Lite:
         from ..packaged import locate
 
         path = locate(entry)
-        from ..recognition.facenet_tf import import_tensorflow  # torchvision first: import order matters
+        from ..recognition.facenet_tf import (
+            import_tensorflow,  # torchvision first: import order matters
+        )
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tf.lite's "moved to LiteRT" deprecation notice
@@ -220,7 +220,7 @@ class RegionMasker:
         head = np.zeros((s, s), np.uint8)
         centre = ((x0 + x1) / 2.0, y0 + 0.35 * (y1 - y0))
         axes = (0.85 * (x1 - x0), 0.85 * (y1 - y0))
-        cv2.ellipse(head, (int(round(centre[0])), int(round(centre[1]))), (int(round(axes[0])), int(round(axes[1]))),
+        cv2.ellipse(head, (round(centre[0]), round(centre[1])), (round(axes[0]), round(axes[1])),
                     0, 0, 360, 1, -1)
         head[int(np.ceil(y1)):] = 0  # not the neck or the clothes
         return ((person > 0.5) & (head > 0)).astype(np.uint8)
@@ -247,27 +247,13 @@ class RegionMasker:
                 else "5-point template ellipse"}
 
 
-def smooth_masks(masks: Iterable[np.ndarray], radius: int = 2) -> Iterator[np.ndarray]:
-    """Centred moving average over 2 * radius + 1 frames (shorter at the ends), streamed: per-frame
-    segmentation flickers. A pixel is 0 in the result only where it is 0 in every mask averaged."""
-    buf: deque[tuple[int, np.ndarray]] = deque()
-    n = emitted = 0
-
-    def mean_at(i: int) -> np.ndarray:
-        ms = [m for j, m in buf if abs(j - i) <= radius]
-        return (np.sum(ms, axis=0) / len(ms)).astype(np.float32)
-
-    for m in masks:
-        buf.append((n, m))
-        n += 1
-        while emitted + radius < n:  # frame `emitted` has all its later neighbours
-            yield mean_at(emitted)
-            emitted += 1
-            while buf and buf[0][0] < emitted - radius:
-                buf.popleft()
-    while emitted < n:
-        yield mean_at(emitted)
-        emitted += 1
+def smoothed_mask(folder, i: int, n: int, radius: int = 2) -> np.ndarray:
+    """Frame i's paste-back mask: the mean of the masks write_mask stored in `folder` for frames
+    i - radius .. i + radius (clipped to 0 .. n - 1). Per-frame segmentation flickers; the centred mean
+    steadies it. Random access, so a resumed paste-back gives the same masks as an uninterrupted one; a
+    pixel is 0 only where it is 0 in every mask averaged."""
+    lo, hi = max(0, i - radius), min(n, i + radius + 1)
+    return (np.sum([read_mask(mask_file(folder, j)) for j in range(lo, hi)], axis=0) / (hi - lo)).astype(np.float32)
 
 
 MASK_LEVELS = 65535  # masks stored as 16-bit PNGs: 0 stays exactly 0, 1 exactly 1
@@ -281,14 +267,19 @@ def write_mask(path, mask: np.ndarray) -> None:
         raise OSError(f"{path}: could not write mask PNG")
 
 
-def read_masks(folder) -> Iterator[np.ndarray]:
-    """The masks write_mask put in `folder`, in name order, one at a time."""
+def mask_file(folder, i: int):
     from pathlib import Path
 
+    return Path(folder) / f"{i:06d}.png"
+
+
+def read_mask(path) -> np.ndarray:
     import cv2
 
-    for p in sorted(Path(folder).glob("*.png")):
-        yield cv2.imread(str(p), cv2.IMREAD_UNCHANGED).astype(np.float32) / MASK_LEVELS
+    m = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if m is None:
+        raise OSError(f"{path}: missing or unreadable mask")
+    return m.astype(np.float32) / MASK_LEVELS
 
 
 def seam_ratio(frame: np.ndarray, alpha: np.ndarray, ring_px: int = 3) -> float:
