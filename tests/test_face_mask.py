@@ -152,5 +152,9 @@ def test_cli_edit_exact_outside_the_band_and_no_seam(media_dir, tmp_path, monkey
     # combination of the two sides' gradients plus |edit - original| / band width; with the band 4 crop px
     # = ~6 frame px wide here that last term is bounded by the sides' own contrast, so <= 2x the busier side.
     # A hard paste concentrates the whole step in 1-2 px (ratio measured 3-6 on this clip).
-    assert max(ratios) < 2.0, ratios
-    assert min(hard_ratios) > max(ratios), (ratios, hard_ratios)
+    # Measured on this clip: feathered 1.10-1.14, hard-edged 1.45-1.49 (a hard paste's band is only the
+    # 2-3 px the bilinear warp of the 64 px crop smears it over). Threshold halfway, 1.3: each ratio is a
+    # mean over hundreds of band pixels, so machine-to-machine float differences in the edit (~1e-5
+    # relative) move it by orders of magnitude less than the 0.15 margin either side.
+    assert max(ratios) < 1.3, ratios
+    assert min(hard_ratios) > 1.3, hard_ratios

@@ -282,12 +282,14 @@ def read_mask(path) -> np.ndarray:
     return m.astype(np.float32) / MASK_LEVELS
 
 
-def seam_ratio(frame: np.ndarray, alpha: np.ndarray, ring_px: int = 3) -> float:
+def seam_ratio(frame: np.ndarray, alpha: np.ndarray, ring_px: int = 3, gap_px: int = 2) -> float:
     """How visible the paste-back boundary is in `frame` (the pasted result), given the full-frame
     paste weight `alpha` (H, W): mean gradient magnitude over the feathered band (0 < alpha < 1)
     divided by the larger of the means over the rings `ring_px` wide just inside (alpha == 1) and
-    just outside (alpha == 0) it. A seam is a step along the band, so it makes the band busier than
-    both sides it joins (ratio well above 1); a blend across the band does not (ratio about 1 or below).
+    just outside (alpha == 0) it, `gap_px` away from the band (the 3x3 Sobel spreads a step 1 px
+    either side; the gap keeps a seam's own gradient out of the sides it is compared with). A seam is
+    a step along the band, so it makes the band busier than both sides (ratio above 1); a blend across
+    the band does not (ratio about 1).
     """
     import cv2
 
@@ -296,7 +298,8 @@ def seam_ratio(frame: np.ndarray, alpha: np.ndarray, ring_px: int = 3) -> float:
     band = (alpha > 0) & (alpha < 1)
     if not band.any():
         band = cv2.morphologyEx((alpha > 0).astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
-    near = cv2.dilate(band.astype(np.uint8), np.ones((2 * ring_px + 1,) * 2, np.uint8)) > 0
-    inner, outer = near & (alpha >= 1) & ~band, near & (alpha <= 0) & ~band
+    grow = lambda r: cv2.dilate(band.astype(np.uint8), np.ones((2 * r + 1,) * 2, np.uint8)) > 0  # noqa: E731
+    ring = grow(gap_px + ring_px) & ~grow(gap_px)
+    inner, outer = ring & (alpha >= 1), ring & (alpha <= 0)
     sides = [float(mag[r].mean()) for r in (inner, outer) if r.any()]
     return float(mag[band].mean() / max(max(sides), 1e-6))
