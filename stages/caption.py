@@ -11,23 +11,24 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ipfacediff.config import load_params, section
 from ipfacediff.errors import InputError
-from ipfacediff.train.captioning import CaptionConfig, make_captioner, run_caption_stage
+from ipfacediff.layout import DAG
+from ipfacediff.settings import load_settings
+from ipfacediff.train.captioning import make_captioner, run_caption_stage
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("faces_dir", nargs="?", default="data/faces")
-    ap.add_argument("prepped_dir", nargs="?", default="data/prepped")
-    ap.add_argument("out_dir", nargs="?", default="data/captions")
+    ap.add_argument("faces_dir", nargs="?", default=str(DAG.faces))
+    ap.add_argument("prepped_dir", nargs="?", default=str(DAG.prepped))
+    ap.add_argument("out_dir", nargs="?", default=str(DAG.captions))
     args = ap.parse_args(argv)
     try:
-        params = load_params(args.params)
-        cfg = section(params, CaptionConfig, "caption")
-        captioner = make_captioner(cfg, device=str(params.get("device", "auto")), dtype=str(params.get("models", {}).get("dtype", "float16")))
-        s = run_caption_stage(args.faces_dir, args.prepped_dir, args.out_dir, captioner, str(params.get("profile")), cfg.batch_size)
+        settings = load_settings(args.params)
+        cfg = settings.caption
+        captioner = make_captioner(cfg, device=settings.device, dtype=settings.models.dtype)
+        s = run_caption_stage(args.faces_dir, args.prepped_dir, args.out_dir, captioner, settings.profile, cfg.batch_size)
     except InputError as e:
         print(f"caption: error: {e}", file=sys.stderr)
         return 2

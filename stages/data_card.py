@@ -9,24 +9,25 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ipfacediff.config import load_params
 from ipfacediff.errors import InputError
+from ipfacediff.layout import DAG
 from ipfacediff.report.data_card import build_data_card
+from ipfacediff.settings import load_settings
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("media_dir", nargs="?", default="data/media")
-    ap.add_argument("prepped_dir", nargs="?", default="data/prepped")
-    ap.add_argument("faces_dir", nargs="?", default="data/faces")
-    ap.add_argument("out_md", nargs="?", default="reports/data_card.md")
-    ap.add_argument("plots_dir", nargs="?", default="reports/plots/data_card")
+    ap.add_argument("media_dir", nargs="?", default=str(DAG.media))
+    ap.add_argument("prepped_dir", nargs="?", default=str(DAG.prepped))
+    ap.add_argument("faces_dir", nargs="?", default=str(DAG.faces))
+    ap.add_argument("out_md", nargs="?", default=str(DAG.reports / "data_card.md"))
+    ap.add_argument("plots_dir", nargs="?", default=str(DAG.reports / "plots" / "data_card"))
     args = ap.parse_args(argv)
     try:
-        params = load_params(args.params)
+        settings = load_settings(args.params)
         build_data_card(args.media_dir, args.prepped_dir, args.faces_dir, args.out_md, args.plots_dir,
-                        str(params.get("profile", "sample")))
+                        settings.profile)
     except InputError as e:
         print(f"data_card: error: {e}", file=sys.stderr)
         return 2

@@ -12,25 +12,27 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ipfacediff.config import load_params
 from ipfacediff.errors import InputError
+from ipfacediff.layout import DAG
+from ipfacediff.registry import method_names
+from ipfacediff.settings import load_settings
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--method", required=True)
+    ap.add_argument("--method", required=True, choices=method_names())
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--prepped", default="data/prepped")
-    ap.add_argument("--inversions", default="data/inversions")
-    ap.add_argument("--models", default="models/base")
-    ap.add_argument("--branches", default="models/branches", help="holds identity/ and directional/ (absent -> base weights)")
+    ap.add_argument("--prepped", default=str(DAG.prepped))
+    ap.add_argument("--inversions", default=str(DAG.inversions))
+    ap.add_argument("--models", default=str(DAG.base_model))
+    ap.add_argument("--branches", default=str(DAG.branches), help="holds identity/ and directional/ (absent -> base weights)")
     ap.add_argument("--prompts", default=None, help="edit-prompt file (default data/prompts/edits.yaml)")
-    ap.add_argument("--out", default="data/edits")
+    ap.add_argument("--out", default=str(DAG.edits))
     args = ap.parse_args(argv)
     try:
-        from ipfacediff.diffusion.methods import run_edit_stage
+        from ipfacediff.editing import run_edit_stage
 
-        done = run_edit_stage(load_params(args.params), args.method, args.prepped, args.inversions, args.models,
+        done = run_edit_stage(load_settings(args.params), args.method, args.prepped, args.inversions, args.models,
                               args.branches, args.out, args.prompts)
     except InputError as e:
         print(f"edit: error: {e}", file=sys.stderr)

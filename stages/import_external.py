@@ -13,25 +13,25 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ipfacediff.config import load_params, section
 from ipfacediff.errors import InputError
+from ipfacediff.layout import DAG
+from ipfacediff.settings import load_settings
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--src", help="default: metrics.external_dir")
-    ap.add_argument("--prepped", default="data/prepped")
-    ap.add_argument("--out", default="data/imported")
+    ap.add_argument("--prepped", default=str(DAG.prepped))
+    ap.add_argument("--out", default=str(DAG.imported))
     args = ap.parse_args(argv)
     try:
-        from ipfacediff.metrics.evaluate import MetricsConfig
         from ipfacediff.metrics.external import import_external
 
-        params = load_params(args.params)
-        cfg = section(params, MetricsConfig, "metrics")
+        settings = load_settings(args.params)
+        cfg = settings.metrics
         manifest = import_external(args.src or cfg.external_dir, args.prepped, args.out, cfg.external_methods,
-                                   str(params.get("profile", "sample")))
+                                   settings.profile)
     except InputError as e:
         print(f"import_external: error: {e}", file=sys.stderr)
         return 2

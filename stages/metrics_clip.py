@@ -22,15 +22,15 @@ def main(argv: list[str] | None = None) -> int:
         from ipfacediff.metrics.outputs import log_flat, provenance, write_csv
         from ipfacediff.tracking import start_run
 
-        params, cfg, items, originals = stage_inputs(args)
+        settings, cfg, items, originals = stage_inputs(args)
         if not items:
             raise InputError(args.edits, "no edited videos found (expected <method>/<prompt>/<vid>.mp4)")
         from ipfacediff.diffusion.models import resolve_device
 
-        device = str(resolve_device(params.get("device", "cpu")))
+        device = str(resolve_device(settings.device))
         res = run_clip(items, originals, cfg, device=device, progress=True)
-        summary = provenance(params) | {k: v for k, v in res.items() if k != "videos"}
-        with start_run("metrics_clip", params) as run:
+        summary = provenance(settings.profile) | {k: v for k, v in res.items() if k != "videos"}
+        with start_run("metrics_clip", settings.as_params()) as run:
             log_flat(run, "clip", res["methods"])
         write_csv(f"{args.out}/clip_videos.csv", res["videos"])
         write_json(f"{args.out}/clip.json", summary)

@@ -23,13 +23,13 @@ def main(argv: list[str] | None = None) -> int:
         from ipfacediff.metrics.outputs import log_flat, provenance, write_csv
         from ipfacediff.tracking import start_run
 
-        params, cfg, items, originals = stage_inputs(args)
+        settings, cfg, items, originals = stage_inputs(args)
         res = run_identity(items, originals, cfg, progress=True)
-        summary = provenance(params) | {k: res[k] for k in ("recognizers", "gallery", "methods")} | {
+        summary = provenance(settings.profile) | {k: res[k] for k in ("recognizers", "gallery", "methods")} | {
             "conventions": "video embedding = unit mean of unit frame embeddings; cosine distance = 1 - cos; "
                            "ranks pessimistic on ties; frames without a face excluded and counted; "
                            "frames paired by timestamp"}
-        with start_run("metrics_identity", params) as run:
+        with start_run("metrics_identity", settings.as_params()) as run:
             log_flat(run, "identity", res["methods"])
         write_csv(f"{args.out}/identity_videos.csv", res["videos"])
         write_csv(f"{args.out}/identity_frames.csv", res["frames"])

@@ -24,17 +24,17 @@ def main(argv: list[str] | None = None) -> int:
         from ipfacediff.metrics.temporal import WARP_SCALE
         from ipfacediff.tracking import start_run
 
-        params, cfg, items, originals = stage_inputs(args)
+        settings, cfg, items, originals = stage_inputs(args)
         from ipfacediff.diffusion.models import resolve_device
 
-        device = str(resolve_device(params.get("device", "cpu")))
+        device = str(resolve_device(settings.device))
         res = run_temporal(items, originals, cfg, device=device, progress=True)
-        summary = provenance(params) | {
+        summary = provenance(settings.profile) | {
             "flow": res["flow"], "scale": f"E_warp x {WARP_SCALE:g}: squared RGB L2 in [0, 1], mean over "
             "non-occluded pixels (forward-backward check), then over frame pairs; flow from the original",
             "methods": res["methods"], "original_reference": res["original_reference"],
             "originals": {k: {kk: vv for kk, vv in v.items() if kk != "per_pair"} for k, v in res["originals"].items()}}
-        with start_run("metrics_temporal", params) as run:
+        with start_run("metrics_temporal", settings.as_params()) as run:
             log_flat(run, "temporal", res["methods"] | {"original": res["original_reference"]})
         write_csv(f"{args.out}/temporal_videos.csv", res["videos"])
         write_json(f"{args.out}/temporal.json", summary)

@@ -10,24 +10,23 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ipfacediff.config import load_params, section
 from ipfacediff.errors import InputError
+from ipfacediff.layout import DAG
+from ipfacediff.settings import load_settings
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--out", default="models")
+    ap.add_argument("--out", default=str(DAG.models))
     args = ap.parse_args(argv)
     try:
-        params = load_params(args.params)
-        from ipfacediff.diffusion.models import ModelsConfig, prepare_models
+        settings = load_settings(args.params)
+        from ipfacediff.diffusion.models import prepare_models
         from ipfacediff.tracking import start_run
 
-        cfg = section(params, ModelsConfig, "models")
-        crop = int(params.get("data", {}).get("crop_size", 64))
-        with start_run("models", params) as run:
-            infos = prepare_models(cfg, args.out, seed=int(params.get("seed", 0)), sample_size=crop)
+        with start_run("models", settings.as_params()) as run:
+            infos = prepare_models(settings.models, args.out, seed=settings.seed, sample_size=settings.data.crop_size)
             run.summary({f"{k}_{f}": v.get(f) for k, v in infos.items() for f in ("source", "weights")})
         for name, info in infos.items():
             print(f"models/{name}: {info['source']} ({info['weights']} weights) sha256 {info['sha256']['combined'][:12]}")

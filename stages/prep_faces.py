@@ -10,23 +10,23 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ipfacediff.config import load_params
 from ipfacediff.errors import InputError
 from ipfacediff.face.prep import prep_faces
-from ipfacediff.media import data_config, load_manifest
+from ipfacediff.layout import DAG
+from ipfacediff.media import load_manifest
+from ipfacediff.settings import load_settings
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("media_dir", nargs="?", default="data/media")
-    ap.add_argument("out_dir", nargs="?", default="data/faces")
+    ap.add_argument("media_dir", nargs="?", default=str(DAG.media))
+    ap.add_argument("out_dir", nargs="?", default=str(DAG.faces))
     args = ap.parse_args(argv)
     try:
-        params = load_params(args.params)
-        cfg = data_config(params)
+        settings = load_settings(args.params)
         _, entries = load_manifest(args.media_dir)
-        summary = prep_faces(entries, args.out_dir, cfg, str(params.get("profile", cfg.source)))
+        summary = prep_faces(entries, args.out_dir, settings.data, settings.profile)
     except InputError as e:
         print(f"prep_faces: error: {e}", file=sys.stderr)
         return 2

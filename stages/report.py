@@ -14,34 +14,35 @@ import argparse
 import sys
 from pathlib import Path
 
-from ipfacediff.config import load_params
 from ipfacediff.errors import InputError
+from ipfacediff.layout import DAG
+from ipfacediff.settings import load_settings
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--metrics", default="reports/metrics")
-    ap.add_argument("--timing", default="reports/metrics/timing.json")
-    ap.add_argument("--prepped", default="data/prepped")
-    ap.add_argument("--edits", default="data/edits")
-    ap.add_argument("--imported", default="data/imported")
-    ap.add_argument("--tables", default="reports/tables")
-    ap.add_argument("--plots", default="reports/plots/results")
-    ap.add_argument("--videos", default="reports/videos")
+    ap.add_argument("--metrics", default=str(DAG.metrics))
+    ap.add_argument("--timing", default=str(DAG.timing))
+    ap.add_argument("--prepped", default=str(DAG.prepped))
+    ap.add_argument("--edits", default=str(DAG.edits))
+    ap.add_argument("--imported", default=str(DAG.imported))
+    ap.add_argument("--tables", default=str(DAG.tables))
+    ap.add_argument("--plots", default=str(DAG.result_plots))
+    ap.add_argument("--videos", default=str(DAG.side_by_side))
     args = ap.parse_args(argv)
     try:
         from ipfacediff.report.build import build_plots, build_tables, build_videos, log_report
         from ipfacediff.tracking import start_run
 
-        params = load_params(args.params)
-        metrics, report = params.get("metrics", {}), params.get("report", {})
+        settings = load_settings(args.params)
+        report = settings.report
         built = build_tables(Path(args.metrics), Path(args.timing), Path(args.tables))
-        plots = build_plots(built, Path(args.metrics), Path(args.plots), metrics.get("plot_recognizer"))
+        plots = build_plots(built, Path(args.metrics), Path(args.plots), settings.metrics.plot_recognizer)
         videos = build_videos(Path(args.prepped), {"engine": Path(args.edits), "imported": Path(args.imported)},
-                              Path(args.videos), int(report.get("side_by_side_height", 128)),
-                              enabled=bool(report.get("side_by_side", True)))
-        with start_run("report", params) as run:
+                              Path(args.videos), report.side_by_side_height,
+                              enabled=report.side_by_side)
+        with start_run("report", settings.as_params()) as run:
             log_report(run, built, plots)
     except InputError as e:
         print(f"report: error: {e}", file=sys.stderr)

@@ -10,18 +10,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ipfacediff.config import load_params
 from ipfacediff.errors import InputError
+from ipfacediff.layout import DAG
 from ipfacediff.media import build_media
+from ipfacediff.settings import load_settings
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("out_dir", nargs="?", default="data/media")
+    ap.add_argument("out_dir", nargs="?", default=str(DAG.media))
     args = ap.parse_args(argv)
     try:
-        manifest = build_media(args.out_dir, load_params(args.params))
+        manifest = build_media(args.out_dir, load_settings(args.params))
     except InputError as e:
         print(f"sample_media: error: {e}", file=sys.stderr)
         return 2

@@ -12,52 +12,45 @@ import argparse
 import sys
 from pathlib import Path
 
-from ipfacediff.config import load_params, section
 from ipfacediff.errors import InputError
+from ipfacediff.layout import DAG, crops_dir, prepped_videos
+from ipfacediff.settings import load_settings
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--prepped", default="data/prepped")
-    ap.add_argument("--models", default="models/base")
-    ap.add_argument("--branches", default="models/branches")
-    ap.add_argument("--out", default="reports/metrics/timing.json")
+    ap.add_argument("--prepped", default=str(DAG.prepped))
+    ap.add_argument("--models", default=str(DAG.base_model))
+    ap.add_argument("--branches", default=str(DAG.branches))
+    ap.add_argument("--out", default=str(DAG.timing))
     args = ap.parse_args(argv)
     try:
-        params = load_params(args.params)
-        import torch
-
-        from ipfacediff.diffusion.branches import load_branches
-        from ipfacediff.diffusion.inversion import CropFrames, InvertConfig
-        from ipfacediff.diffusion.models import ModelsConfig, load_components
-        from ipfacediff.diffusion.pipeline import EditConfig
-        from ipfacediff.diffusion.timing import TimingConfig, hardware_info, timing_table
+        settings = load_settings(args.params)
+        from ipfacediff.diffusion.inversion import CropFrames
+        from ipfacediff.diffusion.timing import hardware_info, timing_table
+        from ipfacediff.editing import Engine, branch_dirs
         from ipfacediff.fsio import write_json
         from ipfacediff.tracking import start_run
 
-        cfg = section(params, TimingConfig, "timing")
-        icfg, ecfg = section(params, InvertConfig, "invert"), section(params, EditConfig, "edit")
+        cfg, icfg, ecfg = settings.timing, settings.invert, settings.edit
         prepped = Path(args.prepped)
-        videos = sorted(p.name for p in prepped.iterdir() if (p / "crops").is_dir()) if prepped.is_dir() else []
+        videos = prepped_videos(prepped, required=False)
         vid = cfg.video or (videos[0] if videos else None)
         if vid is None or vid not in videos:
-            raise InputError(prepped, f"prepped video {vid!r} not found (expected <vid>/crops/*.png)")
-        if not cfg.frames or min(cfg.frames) < 1:
-            raise InputError(args.params, "timing.frames: expected a list of positive frame counts")
-        clip = CropFrames(prepped / vid / "crops")[:]
-        torch.manual_seed(int(params.get("seed", 0)))
-        comps = load_components(args.models, params.get("device", "cpu"), section(params, ModelsConfig, "models").dtype)
-        paths = {b: Path(args.branches) / b for b in ("identity", "directional")}
-        branches = load_branches(comps.unet, {b: p if p.exists() else None for b, p in paths.items()})
-        fps = float(params.get("data", {}).get("fps") or 10)
-        with start_run("timing", params) as run:
+            raise InputError(prepped, f"prepped video {vid!r} not found (expected <vid>/crops/*.png and <vid>/meta.json)")
+        clip = CropFrames(crops_dir(prepped, vid))[:]
+        engine = Engine.load(args.models, branch_dirs(args.branches, ("identity", "directional")), settings.device,
+                             settings.models.dtype, seed=settings.seed)
+        comps, branches = engine.components, engine.branches
+        fps = float(settings.data.fps or 10)
+        with start_run("timing", settings.as_params()) as run:
             rows = timing_table(comps, branches, clip, list(cfg.frames), ecfg, icfg.steps, prompt=cfg.prompt, method=cfg.method,
-                                fps=fps, seed=int(params.get("seed", 0)), invert_batch_size=icfg.batch_size)
+                                fps=fps, seed=settings.seed, invert_batch_size=icfg.batch_size)
             for r in rows:
                 run.log({k: v for k, v in r.items() if isinstance(v, (int, float))}, step=r["frames"])
         write_json(args.out, {
-            "profile": params.get("profile"),
+            "profile": settings.profile,
             "hardware": hardware_info(comps.device),
             "models": {"base": comps.info, "branches": dict(branches.sources), "dtype": str(comps.dtype).removeprefix("torch.")},
             "config": {"video": vid, "fps": fps, "method": cfg.method, "prompt": cfg.prompt, "invert_steps": icfg.steps,

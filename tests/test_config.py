@@ -8,6 +8,7 @@ import pytest
 
 from ipfacediff import config
 from ipfacediff.errors import InputError
+from ipfacediff.settings import build_section
 
 
 def test_params_yaml_is_the_composition_of_conf():
@@ -47,10 +48,10 @@ class _Section:
     b: str = "x"
 
 
-def test_section_builds_typed_config_and_rejects_unknown_keys():
-    assert config.section({"s": {"a": 3}}, _Section, "s") == _Section(a=3, b="x")
-    with pytest.raises(InputError, match="unknown key"):
-        config.section({"s": {"a": 3, "typo": 1}}, _Section, "s")
+def test_build_section_builds_typed_config_and_rejects_unknown_keys():
+    assert build_section(_Section, {"a": 3}, "s") == _Section(a=3, b="x")
+    with pytest.raises(InputError, match=r"params.yaml: section 's': unknown key\(s\) typo"):
+        build_section(_Section, {"a": 3, "typo": 1}, "s")
 
 
 def test_load_params_errors_name_the_file(tmp_path):

@@ -99,9 +99,8 @@ def test_cli_edit_exact_outside_the_band_and_no_seam(media_dir, tmp_path, monkey
     no busier than the two sides it joins, while a hard-edged paste of the same crops is."""
     import cv2
 
-    from ipfacediff import face
+    from ipfacediff import editing, face
     from ipfacediff.cli import main
-    from ipfacediff.diffusion import pipeline
     from ipfacediff.diffusion.models import build_tiny
     from ipfacediff.video import read_video, write_video
 
@@ -113,7 +112,7 @@ def test_cli_edit_exact_outside_the_band_and_no_seam(media_dir, tmp_path, monkey
     build_tiny(models, seed=0)
 
     pasted, handed = [], []
-    real_paste, real_write = face.paste_back, pipeline.write_edit
+    real_paste, real_write = face.paste_back, editing.write_edit
 
     def spy_paste(frame, crop, M, mask):
         out = real_paste(frame, crop, M, mask)
@@ -126,7 +125,7 @@ def test_cli_edit_exact_outside_the_band_and_no_seam(media_dir, tmp_path, monkey
         return real_write(dst, iter(frames), *a, **k)
 
     monkeypatch.setattr(face, "paste_back", spy_paste)
-    monkeypatch.setattr(pipeline, "write_edit", spy_write)
+    monkeypatch.setattr(editing, "write_edit", spy_write)
     out = tmp_path / "out.mp4"
     code = main(["edit", str(clip), "-p", "a person with blond hair", "-o", str(out), "--models", str(models),
                  "--branches", str(tmp_path / "none"), "--steps", "1", "--crop-size", "64"])

@@ -7,8 +7,10 @@ from types import SimpleNamespace
 import pytest
 
 from ipfacediff.diffusion.branches import BranchSet
-from ipfacediff.diffusion.inversion import BASE_SUBDIR
-from ipfacediff.diffusion.methods import _cache_path, _check_cache, get_method
+from ipfacediff.editing import check_inversion as _check_cache
+from ipfacediff.editing import source_inversion as _cache_path
+from ipfacediff.layout import BASE_SUBDIR
+from ipfacediff.registry import get_method
 from ipfacediff.errors import InputError
 
 

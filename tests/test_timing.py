@@ -98,6 +98,7 @@ def test_timing_stage(tiny_dir, media_dir, tmp_path):
 
     for k, f in enumerate(iter_frames(media_dir / "videos" / "grid_lbbc2a.mpg", max_frames=3)):
         write_png(crops / f"{k:06d}.png", cv2.resize(f[20:220, 80:280], (64, 64), interpolation=cv2.INTER_AREA))
+    (crops.parent / "meta.json").write_text(json.dumps({"fps": "10/1", "frames": 3}))  # a prepped video has both
     params = {"profile": "sample", "seed": 0, "device": "cpu", "wandb": {"mode": "disabled"}, "data": {"fps": 10},
               "models": {"dtype": "float32"}, "invert": {"steps": 2, "batch_size": 4},
               "edit": {"steps": 2, "batch_size": 4, "keyframe_interval": 4}, "timing": {"frames": [5, 3]}}

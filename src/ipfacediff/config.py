@@ -1,16 +1,15 @@
 """Parameters: conf/ (Hydra) is the source, params.yaml the composed file DVC and the stages read.
 
 `python -m ipfacediff.config --write [overrides...]` recomposes params.yaml; `--check` fails if it
-has drifted from conf/. Stages read one section as a typed dataclass with `section(params, Cls)`.
+has drifted from conf/. Code reads the parameters typed and validated: `settings.load_settings`.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
@@ -20,8 +19,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = ROOT / "conf"
 PARAMS = ROOT / "params.yaml"
 HEADER = "# Generated from conf/ by `python -m ipfacediff.config --write`; edit conf/, not this file.\n"
-
-T = TypeVar("T")
 
 
 def compose(overrides: list[str] | None = None, conf_dir: Path = CONF_DIR) -> dict[str, Any]:
@@ -50,17 +47,6 @@ def load_params(path: str | Path = PARAMS) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise InputError(path, "expected a mapping of parameter sections")
     return params
-
-
-def section(params: dict[str, Any], cls: type[T], name: str | None = None) -> T:
-    """Build dataclass `cls` from `params[name]`; unknown keys are an error, missing keys take defaults."""
-    name = name or cls.__name__
-    values = params.get(name, {}) if name in params else params
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - fields)
-    if unknown:
-        raise InputError("params.yaml", f"section '{name}': unknown key(s) {', '.join(unknown)}")
-    return cls(**{k: v for k, v in values.items() if k in fields})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,13 +17,12 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
 
 from .errors import InputError
 from .fsio import atomic_dir, atomic_path, sha256_file, write_json
+from .settings import DataSettings
 
 log = logging.getLogger(__name__)
 
@@ -50,39 +49,14 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".mpg", ".mpeg"}
 
 
-@dataclass
-class DataConfig:
-    """The `data` parameter section (conf/config.yaml + conf/profile/*.yaml)."""
-
-    source: str = "sample"  # sample | user
-    videos: list[str] = field(default_factory=list)  # sample: clip ids; user: CelebV-HQ ids ([] = eval list)
-    max_seconds: float | None = None
-    fps: Any = None  # int or "num/den"; None keeps the source rate
-    crop_size: int = 64
-    face_index: int = 0
-    min_face_px: float = 24
-    smooth_sigma: float = 2.0
-    crop_scale: float = 1.0
-    face_every: int = 5
-    clips: dict[str, dict[str, float]] = field(default_factory=dict)  # sample: id -> {start_s, seconds}
-    stills: list[str] = field(default_factory=list)
-    celeba_hq: str | None = None
-    celebv_hq: str | None = None
-    celebv_eval_list: str | None = None
-    n_train_faces: int = 0  # 0 = all
-    n_eval_videos: int = 50
-
-    def __post_init__(self):
-        if self.source not in ("sample", "user"):
-            raise InputError("params.yaml", f"data.source must be 'sample' or 'user', got {self.source!r}")
-        if self.face_every < 1 or self.crop_size < 8:
-            raise InputError("params.yaml", "data.face_every must be >= 1 and data.crop_size >= 8")
+DataConfig = DataSettings  # params `data` (settings.py)
 
 
-def data_config(params: dict) -> DataConfig:
-    from .config import section
+def data_config(params) -> DataConfig:
+    """The `data` section of Settings (or of a composed mapping, validated)."""
+    from .settings import as_settings
 
-    return section(params, DataConfig, "data")
+    return as_settings(params).data
 
 
 def cache_dir() -> Path:
@@ -278,9 +252,12 @@ def build_user_manifest(out_dir: str | Path, cfg: DataConfig, profile: str = "pa
     return manifest
 
 
-def build_media(out_dir: str | Path, params: dict) -> dict:
-    cfg = data_config(params)
-    profile = str(params.get("profile", cfg.source))
+def build_media(out_dir: str | Path, params) -> dict:
+    """Sample media (or the user-data manifest) for Settings `params` (or a composed mapping)."""
+    from .settings import as_settings
+
+    settings = as_settings(params)
+    cfg, profile = settings.data, settings.profile
     return (build_sample_media if cfg.source == "sample" else build_user_manifest)(out_dir, cfg, profile)
 
 

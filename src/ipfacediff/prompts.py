@@ -8,9 +8,10 @@ from pathlib import Path
 import yaml
 
 from .config import ROOT
+from .layout import Layout
 from .errors import InputError
 
-EDIT_PROMPTS = ROOT / "data" / "prompts" / "edits.yaml"
+EDIT_PROMPTS = Layout(ROOT).prompts
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The one place the web app and `ipfacediff batch` call the editor through.
 
-Today it drives the `ipfacediff edit` code path (cli/edit.py); when the editing/ job layer lands, only
-the bodies of `edit_video` and `face_overview` change.
+An in-the-wild edit (track, crop, invert, edit, paste back, write) is the `ipfacediff edit` code path
+(cli/edit.py) run on an editing.Engine that is loaded once and kept while the models, branches and
+device stay the same, so a server or a batch pays the model load once.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -58,12 +60,40 @@ def _namespace(src: Path, dst: Path, prompt: str, o: EditOptions) -> argparse.Na
                               params=o.params, source_prompt=o.source_prompt, cache=None, record_extra=o.extra)
 
 
+_engine: dict = {}  # {"key": ..., "engine": editing.Engine}: the one engine kept loaded
+_engine_lock = threading.Lock()
+
+
+def engine_for(ns: argparse.Namespace):
+    """The editing.Engine for these options' models, branches, device and method, loaded on first use
+    and kept (one at a time: a different set replaces it)."""
+    from ..cli.edit import _settings
+    from ..editing import Engine, branch_dirs
+    from ..registry import get_method
+
+    s = _settings(ns)
+    used = {"identity"} | get_method(ns.method).branches
+    key = (str(s["models"].resolve()), str(s["branches"].resolve()), s["device"], s["dtype"], tuple(sorted(used)))
+    with _engine_lock:
+        if _engine.get("key") != key:
+            _engine.clear()
+            _engine.update(key=key, engine=Engine.load(s["models"], branch_dirs(s["branches"], used), s["device"], s["dtype"]))
+        return _engine["engine"]
+
+
 def edit_video(src: str | Path, dst: str | Path, prompt: str, options: EditOptions) -> dict:
     """Edit `src` into `dst` (+ dst.json, both written atomically); return the JSON record."""
-    from ..cli.edit import run_edit
+    from ..cli.edit import _check_paths, run_edit
+    from ..registry import get_method
 
+    if not prompt.strip():
+        raise InputError(None, "empty prompt: say what the edit should be")
     dst = Path(dst)
-    run_edit(_namespace(Path(src), dst, prompt, options))
+    ns = _namespace(Path(src), dst, prompt, options)
+    _check_paths(Path(src), dst)  # bad input is refused before any model loads
+    get_method(ns.method)
+    ns.engine = engine_for(ns)
+    run_edit(ns)
     return json.loads(dst.with_suffix(".json").read_text())
 
 

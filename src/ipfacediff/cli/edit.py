@@ -15,10 +15,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import InputError
+from ..layout import DAG
+from ..registry import method_names
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODELS = "models/base"
+DEFAULT_MODELS = str(DAG.base_model)
 
 
 def register(subparsers) -> None:
@@ -26,7 +28,7 @@ def register(subparsers) -> None:
     p.add_argument("input", help="video file (anything FFmpeg reads)")
     p.add_argument("-p", "--prompt", required=True, help="the edit, e.g. 'a person with bangs, sunglasses and a French beard'")
     p.add_argument("-o", "--output", required=True, help="output video (.mp4, .mov or .mkv); OUTPUT.json is written beside it")
-    p.add_argument("--method", default="ours", help="ours | no_id_guidance | no_directional | tokenflow | per_frame")
+    p.add_argument("--method", default="ours", choices=method_names(), help="editing method (ipfacediff.registry)")
     p.add_argument("--negative-prompt", default=None, help="default: params edit.negative_prompt")
     p.add_argument("--guidance-scale", type=float, default=None, help="default: params edit.guidance_scale")
     p.add_argument("--cache", default=None, help="keep (and reuse) the inversion cache at this path")
@@ -60,35 +62,30 @@ def _common(p) -> None:
 
 
 def _settings(args) -> dict:
-    """Resolved settings: explicit flags, else params.yaml, else the dataclass defaults."""
-    from ..config import PARAMS, load_params, section
-    from ..diffusion.models import ModelsConfig
-    from ..diffusion.pipeline import EditConfig
+    """Resolved settings: explicit flags, else params.yaml, else the settings defaults (= conf/)."""
+    import dataclasses
+
+    from ..config import PARAMS
+    from ..settings import Settings, load_settings
 
     params_file = Path(args.params) if args.params else PARAMS
-    params = load_params(params_file) if (args.params or params_file.is_file()) else {}
-    edit = section(params, EditConfig, "edit") if "edit" in params else EditConfig()
-    data = params.get("data", {})
-    if args.steps is not None:
-        edit.steps = args.steps
-    if getattr(args, "negative_prompt", None) is not None:
-        edit.negative_prompt = args.negative_prompt
-    if getattr(args, "guidance_scale", None) is not None:
-        edit.guidance_scale = args.guidance_scale
-    edit.__post_init__()  # re-validate after overrides
-    models = Path(args.models or (Path(params_file).parent / DEFAULT_MODELS if params else DEFAULT_MODELS))
+    found = bool(args.params) or params_file.is_file()
+    settings = load_settings(params_file) if found else Settings()
+    overrides = {"steps": args.steps, "negative_prompt": getattr(args, "negative_prompt", None),
+                 "guidance_scale": getattr(args, "guidance_scale", None)}
+    edit = dataclasses.replace(settings.edit, **{k: v for k, v in overrides.items() if v is not None})  # re-validated
+    data = settings.data
+    models = Path(args.models or (params_file.parent / DEFAULT_MODELS if found else DEFAULT_MODELS))
     branches = Path(args.branches) if args.branches else models.parent / "branches"
-    face_index = data.get("face_index", 0) if args.face_index is None else args.face_index
+    face_index = data.face_index if args.face_index is None else args.face_index
     if face_index < 0:
         raise InputError(None, f"--face-index must be >= 0, got {face_index}")
     return {
-        "params_file": str(params_file) if params else None, "profile": params.get("profile"), "edit": edit,
-        "models": models, "branches": branches,
-        "dtype": section(params, ModelsConfig, "models").dtype if "models" in params else "float32",
-        "device": args.device or params.get("device", "cpu"),
-        "seed": int(params.get("seed", 0)) if args.seed is None else args.seed,
-        "face_index": int(face_index), "min_face_px": float(data.get("min_face_px", 0.0)),
-        "smooth_sigma": float(data.get("smooth_sigma", 2.0)), "crop_scale": float(data.get("crop_scale", 1.0)),
+        "params_file": str(params_file) if found else None, "profile": settings.profile if found else None, "edit": edit,
+        "models": models, "branches": branches, "dtype": settings.models.dtype, "device": args.device or settings.device,
+        "seed": settings.seed if args.seed is None else args.seed,
+        "face_index": int(face_index), "min_face_px": float(data.min_face_px),
+        "smooth_sigma": float(data.smooth_sigma), "crop_scale": float(data.crop_scale),
     }
 
 
@@ -107,20 +104,11 @@ def _check_paths(src: Path, dst: Path | None = None) -> None:
 
 
 def _load(s: dict, used_branches: set[str]):
-    """Components on the device in the dtype (float32 on CPU), and the branches the run uses."""
-    from ..diffusion.branches import load_branches
-    from ..diffusion.models import load_components, resolve_device
+    """Components on the device (float32 on CPU) and the branches the run uses (editing.Engine)."""
+    from ..editing import Engine, branch_dirs
 
-    device = resolve_device(s["device"])
-    dtype = s["dtype"] if device.type != "cpu" else "float32"  # half precision is slow or unsupported on CPU
-    comps = load_components(s["models"], device, dtype)
-    paths = {b: s["branches"] / b for b in sorted(used_branches)}
-    branches = load_branches(comps.unet, {b: p if p.exists() else None for b, p in paths.items()})
-    if comps.info.get("weights") == "random":
-        from ..diffusion.pipeline import RANDOM_WEIGHTS_NOTE
-
-        log.warning("%s: %s", s["models"], RANDOM_WEIGHTS_NOTE)
-    return comps, branches
+    engine = Engine.load(s["models"], branch_dirs(s["branches"], used_branches), s["device"], s["dtype"])
+    return engine.components, engine.branches
 
 
 # --------------------------------------------------------------------------- face crops
@@ -197,10 +185,11 @@ def run_edit(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from ..diffusion.methods import get_method
-    from ..diffusion.pipeline import IPFaceDiffPipeline, models_record, write_edit
+    from ..diffusion.pipeline import IPFaceDiffPipeline
+    from ..editing import models_record, write_edit
     from ..face import paste_back
     from ..face.mask import RegionMasker, region_for_prompt, smoothed_mask
+    from ..registry import get_method
     from ..video import iter_frames
 
     if not args.prompt.strip():
@@ -210,7 +199,8 @@ def run_edit(args) -> int:
     method = get_method(args.method)
     s = _settings(args)
     t0 = time.perf_counter()
-    comps, branches = _load(s, {"identity"} | ({method.edit_branch} - {"base"}))
+    engine = getattr(args, "engine", None)  # callers that edit many videos load it once (app/engine.py)
+    comps, branches = (engine.components, engine.branches) if engine else _load(s, {"identity"} | method.branches)
     size = _crop_size(args, comps)
     requested = getattr(args, "mask", "auto")
     region = region_for_prompt(args.prompt) if requested == "auto" else requested

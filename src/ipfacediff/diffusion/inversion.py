@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -28,6 +27,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import InputError
+from ..layout import crops_dir, inversion_path, prepped_videos
+from ..settings import InvertSettings
 from ..fsio import atomic_path
 from .branches import BranchSet, branch_mode
 from .models import Components, encode_images, encode_prompt, uint8_to_tensor, weight_hashes
@@ -38,18 +39,9 @@ FORMAT = "ipfacediff-inversion-1"
 _ST_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
 
 
-@dataclass
-class InvertConfig:
-    """params `invert:` section."""
-
-    steps: int = 50
-    prompt: str = ""  # "" -> the video's caption (data/captions/videos.jsonl), else empty
-    batch_size: int = 8  # frames per UNet call
-    store_dtype: str = "float32"  # latents on disk: float32 | float16 | bfloat16
-    base_for_tokenflow: bool = True  # also invert with the base weights (BASE_SUBDIR) when the identity branch is fine-tuned
+InvertConfig = InvertSettings  # params `invert` (settings.py)
 
 
-BASE_SUBDIR = "base"  # out_dir/base/<vid>.safetensors: base-model inversions for the TokenFlow baseline
 
 
 # --------------------------------------------------------------------------- the DDIM update
@@ -421,15 +413,13 @@ def invert_all(
 ) -> dict[str, dict]:
     """Invert every prepped video into out_dir/<vid>.safetensors; reuse valid ones, drop stale extras."""
     prepped, out_dir = Path(prepped), Path(out_dir)
-    videos = sorted(p.name for p in prepped.iterdir() if (p / "crops").is_dir()) if prepped.is_dir() else []
-    if not videos:
-        raise InputError(prepped, "no prepped videos (expected <vid>/crops/*.png)")
+    videos = prepped_videos(prepped)
     prompts = video_prompts(captions_file, videos, cfg.prompt)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = {}
     for vid in videos:
         prompt, source = prompts[vid]
-        path = invert_video(components, branches, CropFrames(prepped / vid / "crops"), out_dir / f"{vid}.safetensors", prompt, cfg.steps, cfg.batch_size, cfg.store_dtype)
+        path = invert_video(components, branches, CropFrames(crops_dir(prepped, vid)), inversion_path(out_dir, vid), prompt, cfg.steps, cfg.batch_size, cfg.store_dtype)
         cache = InversionCache(path)
         summary[vid] = {"file": path.name, "prompt": prompt, "prompt_source": source, "n_frames": cache.n_frames, "steps": cache.steps}
     for stale in out_dir.glob("*.safetensors"):  # videos no longer in data/prepped

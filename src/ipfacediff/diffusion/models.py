@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import InputError
+from ..settings import ModelsSettings
 from ..fsio import atomic_dir, sha256_file, write_json
 
 
@@ -57,14 +58,7 @@ SCHEDULER_CONFIG = dict(
 
 
 
-@dataclass
-class ModelsConfig:
-    """params `models:` section."""
-
-    source: str = "tiny"  # tiny | local | true_size
-    pretrained: str = SD21_BASE  # folder or Hugging Face repo id (HF cache, offline) for `local`
-    clip: str | None = None  # folder or repo id; None -> tiny random CLIP
-    dtype: str = "float32"  # compute dtype for consumers (saved weights stay as built/downloaded)
+ModelsConfig = ModelsSettings  # params `models` (settings.py)
 
 
 # --------------------------------------------------------------------------- architecture configs

@@ -20,52 +20,23 @@ keyframe per `keyframe_interval` frames), which joint attention needs at once by
 from __future__ import annotations
 
 import contextlib
-import json
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from ..errors import InputError
+from ..registry import Method, get_method
+from ..settings import EditSettings
 from .attention import EditState, assert_installed, install_processors
 from .branches import BranchSet
 from .injection import injection_steps, install_resnet_hook, pnp_attention_layers
-from .methods import Method, get_method
 from .propagation import blend_plan, sample_keyframes
 
 
-@dataclass
-class EditConfig:
-    """params `edit` section."""
-
-    methods: list[str] = field(default_factory=lambda: ["ours", "no_id_guidance", "no_directional", "tokenflow", "per_frame"])
-    prompts: list[str] | str = field(default_factory=lambda: ["glasses"])
-    steps: int = 50
-    guidance_scale: float = 7.5
-    negative_prompt: str = "ugly, blurry, low res, unrealistic, unaesthetic"
-    keyframe_interval: int = 8
-    pnp_attn_t: float = 0.5
-    pnp_f_t: float = 0.8
-    batch_size: int = 8
-    attn_chunk: int = 4096  # queries per attention / nearest-neighbour call
-    attention_slicing: str | int | None = None  # diffusers' slicing for cross-attention ("auto", "max", int)
-    vae_slicing: bool = True
-    vae_tiling: bool = False
-
-    def __post_init__(self):
-        checks = {
-            "steps": self.steps >= 1, "batch_size": self.batch_size >= 1, "keyframe_interval": self.keyframe_interval >= 1,
-            "attn_chunk": self.attn_chunk >= 1, "pnp_attn_t": 0 <= self.pnp_attn_t <= 1, "pnp_f_t": 0 <= self.pnp_f_t <= 1,
-            "guidance_scale": self.guidance_scale >= 0,
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise InputError("params.yaml", f"edit: invalid value for {', '.join(bad)}")
-        for m in self.methods:
-            get_method(m)
+EditConfig = EditSettings  # params `edit` (settings.py); the name the tests and benchmarks use
 
 
 @dataclass
@@ -287,42 +258,3 @@ class IPFaceDiffPipeline:
         from tqdm import tqdm
 
         return tqdm(it, desc=desc, unit=unit, disable=not self.progress, leave=False)
-
-
-# --------------------------------------------------------------------------- records and outputs
-
-RANDOM_WEIGHTS_NOTE = "random-weight diffusion models: this exercises the editing pipeline; the edit itself is not meaningful"
-
-
-def models_record(components, branches: BranchSet, models_dir=None) -> dict:
-    """What the edit was made with: base model (source, weights kind, hash) and each branch's source."""
-    from .branches import BRANCHES, read_branch_meta
-
-    info = components.info
-    record = {
-        "dir": None if models_dir is None else str(models_dir),
-        "source": info.get("source"), "weights": info.get("weights"), "sha256": components.model_hash,
-        "branches": {name: branches.sources.get(name, "base") for name in BRANCHES},
-    }
-    for name, src in record["branches"].items():
-        _, _, path = src.partition(":")
-        meta = read_branch_meta(path) if path else {}
-        if meta:
-            record.setdefault("branch_meta", {})[name] = {k: meta.get(k) for k in ("mode", "steps", "base_hash", "fingerprint") if k in meta}
-    if info.get("weights") == "random":
-        record["note"] = RANDOM_WEIGHTS_NOTE
-    return record
-
-
-def write_edit(video_path, frames, fps, record: dict, audio_from=None):
-    """Write the edited video and its JSON record (same name, .json) atomically: both or neither."""
-    from ..fsio import atomic_path
-    from ..video import write_video
-
-    video_path = Path(video_path)
-    with atomic_path(video_path) as tmp_video, atomic_path(video_path.with_suffix(".json")) as tmp_json:
-        result = write_video(tmp_video, frames, fps, audio_from=audio_from)
-        out = {"path": str(video_path), "frames": result.n_frames, "width": result.width, "height": result.height,
-               "fps": str(result.fps), "audio": result.audio}
-        tmp_json.write_text(json.dumps({**record, "output": out}, indent=2, sort_keys=True, default=str) + "\n")
-    return result

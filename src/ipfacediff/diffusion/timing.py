@@ -15,13 +15,14 @@ import platform
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
 
+from ..settings import TimingSettings
 from .branches import BranchSet
 from .inversion import InversionCache, invert_video
 from .models import Components
@@ -29,14 +30,7 @@ from .models import Components
 MB = 1024 * 1024
 
 
-@dataclass
-class TimingConfig:
-    """params `timing:` section."""
-
-    frames: list[int] = field(default_factory=lambda: [8, 16, 24])
-    video: str | None = None  # prepped video id to extend; None -> the first one
-    method: str = "ours"
-    prompt: str = "a person wearing glasses"
+TimingConfig = TimingSettings  # params `timing` (settings.py)
 
 
 # --------------------------------------------------------------------------- measuring

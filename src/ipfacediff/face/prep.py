@@ -21,6 +21,7 @@ from ..video import as_fraction, fraction_str, iter_timed_frames, probe, resampl
 from .align import align_transform, crop
 from .detect import DETECTOR_NAME, as_rgb_uint8, detect_faces, select_face
 from .track import Track, track_video
+from ..layout import CROPS, META, is_prepped_video
 
 
 def write_png(path: Path, rgb: np.ndarray) -> None:
@@ -74,9 +75,9 @@ def prep_video(entry: dict, out_root: Path, cfg: DataConfig, profile: str) -> di
                         scale=cfg.crop_scale, sigma=cfg.smooth_sigma, path=path)
     jit = track.jitter()
     with atomic_dir(out_root / vid) as tmp:
-        (tmp / "crops").mkdir()
+        (tmp / CROPS).mkdir()
         for i, frame in enumerate(frames):
-            write_png(tmp / "crops" / f"{i:06d}.png", crop(frame, track.smoothed[i], cfg.crop_size))
+            write_png(tmp / CROPS / f"{i:06d}.png", crop(frame, track.smoothed[i], cfg.crop_size))
         track.save(tmp / "track.npz", source_index=idx, times=times)
         meta = {
             "id": vid, "profile": profile, "source_file": entry["file"], "source_sha256": entry.get("sha256"),
@@ -90,7 +91,7 @@ def prep_video(entry: dict, out_root: Path, cfg: DataConfig, profile: str) -> di
             "resampling": "nearest source frame to k / fps" if fps is not None else "none (source rate)",
             "max_seconds": cfg.max_seconds, "detector": DETECTOR_NAME, "identity": entry.get("identity"),
         }
-        write_json(tmp / "meta.json", meta)
+        write_json(tmp / META, meta)
     return meta
 
 
@@ -112,7 +113,7 @@ def prep_videos(entries: list[dict], out_root: str | Path, cfg: DataConfig, prof
     metas = [prep_video(e, out_root, cfg, profile) for e in tqdm(videos, desc="prep videos", unit="video")]
     keep = {m["id"] for m in metas}
     for stale in out_root.iterdir():  # earlier runs' videos no longer selected
-        if stale.is_dir() and stale.name not in keep and (stale / "meta.json").is_file():
+        if stale.is_dir() and stale.name not in keep and is_prepped_video(stale):
             shutil.rmtree(stale)
     index = {"profile": profile, "detector": DETECTOR_NAME, "crop_size": cfg.crop_size,
              "videos": [{k: m[k] for k in ("id", "fps", "frames", "faces_found", "frames_interpolated")} | {"dir": m["id"]}
@@ -128,10 +129,10 @@ def load_prepped(vid_dir: str | Path) -> tuple[np.ndarray, dict, Track]:
     import cv2
 
     vid_dir = Path(vid_dir)
-    if not (vid_dir / "meta.json").is_file():
+    if not is_prepped_video(vid_dir):
         raise InputError(vid_dir, "not a prepped video folder (no meta.json; run prep_videos)")
-    meta = json.loads((vid_dir / "meta.json").read_text())
-    files = sorted((vid_dir / "crops").glob("*.png"))
+    meta = json.loads((vid_dir / META).read_text())
+    files = sorted((vid_dir / CROPS).glob("*.png"))
     if len(files) != meta["frames"]:
         raise InputError(vid_dir, f"has {len(files)} crops but meta.json says {meta['frames']} frames")
     crops = np.stack([cv2.imread(str(f))[:, :, ::-1] for f in files])

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from ..layout import CROPS, META
 
 # Frames smaller than this (shorter side) are upscaled for detection only: YuNet misses faces that
 # fill a small aligned crop (64 px sample crops) more often than at 4x.
@@ -70,7 +71,7 @@ class Faces:
 
 
 def _fps_of(folder: Path) -> Fraction:
-    for meta in (folder / "meta.json", folder.parent / "meta.json"):
+    for meta in (folder / META, folder.parent / META):
         if meta.is_file():
             try:
                 return Fraction(str(json.loads(meta.read_text())["fps"]))
@@ -97,7 +98,7 @@ def load_clip(path: str | Path, name: str | None = None) -> Clip:
     if not path.exists():
         raise InputError(path, "not found")
     if path.is_dir():
-        folder = path / "crops" if (path / "crops").is_dir() else path
+        folder = path / CROPS if (path / CROPS).is_dir() else path
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise InputError(folder, "no frames (PNG/JPEG) in this folder")

@@ -8,7 +8,7 @@ edits `data/edits/<method>/<prompt>/<vid>.mp4` (the engine) and `data/imported/<
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,25 +16,14 @@ import numpy as np
 from ..errors import InputError
 from ..media import VIDEO_SUFFIXES
 from .clips import Clip, load_clip
+from ..layout import is_prepped_video, prepped_videos
+from ..registry import method_order
+from ..settings import MetricsSettings
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class MetricsConfig:
-    """The `metrics` parameter section."""
-
-    recognizers: list[str] = field(default_factory=lambda: ["sface", "dlib", "facenet"])
-    flow: str = "dis"
-    raft_weights: str | None = None
-    recognizer_weights: dict = field(default_factory=dict)
-    gallery: list[str] = field(default_factory=lambda: ["data/prepped", "data/media/stills"])
-    gallery_cache: str | None = "data/gallery"
-    clip: str | None = "models/clip"
-    external_dir: str = "data/external_edits"
-    external_methods: list[str] = field(default_factory=lambda: ["dva", "stit", "ltfe"])
-    plot_recognizer: str | None = None
-    frame_stride: int = 1  # identity metrics on every k-th frame (1 = all, as the paper)
+MetricsConfig = MetricsSettings  # params `metrics` (settings.py)
 
 
 @dataclass(frozen=True)
@@ -67,7 +56,7 @@ class Originals:
         self._clips: dict[str, Clip] = {}
 
     def ids(self) -> list[str]:
-        return sorted(p.name for p in self.root.iterdir() if (p / "crops").is_dir()) if self.root.is_dir() else []
+        return prepped_videos(self.root, required=False)
 
     def path(self, vid: str) -> Path:
         return self.root / vid
@@ -75,16 +64,10 @@ class Originals:
     def get(self, vid: str, needed_by: Path | None = None) -> Clip:
         if vid not in self._clips:
             path = self.root / vid
-            if not (path / "crops").is_dir():
-                raise InputError(needed_by or path, f"no original for video {vid!r} (expected {path}/crops/)")
+            if not is_prepped_video(path):
+                raise InputError(needed_by or path, f"no original for video {vid!r} (expected {path}/crops/ and meta.json)")
             self._clips[vid] = load_clip(path, vid)
         return self._clips[vid]
-
-
-def method_order(methods: list[str]) -> list[str]:
-    """Ours first, then ablations, then baselines; unknown names alphabetically after."""
-    preferred = ["ours", "no_id_guidance", "no_directional", "tokenflow", "per_frame", "dva", "stit", "ltfe"]
-    return [m for m in preferred if m in methods] + sorted(m for m in methods if m not in preferred)
 
 
 def finite(x) -> float | None:

@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import InputError
 from ..fsio import atomic_dir, sha256_file, write_json
 from ..media import VIDEO_SUFFIXES
+from ..layout import META
 
 
 def _nearest(times: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -37,7 +38,7 @@ def to_original_crops(path: Path, original_dir: Path) -> tuple[np.ndarray, str, 
     from ..face.track import Track
     from ..video import read_video
 
-    meta = json.loads((original_dir / "meta.json").read_text())
+    meta = json.loads((original_dir / META).read_text())
     size, (sw, sh) = int(meta["crop_size"]), meta["size"]
     video = read_video(path)
     h, w = video.frames.shape[1:3]
@@ -76,10 +77,10 @@ def import_external(src_root: str | Path, prepped: str | Path, out_dir: str | Pa
             for p in tqdm(files, desc=f"import {method}", unit="video", disable=len(files) < 2):
                 vid, prompt = p.stem, p.parent.name
                 original = prepped / vid
-                if not (original / "meta.json").is_file():
+                if not (original / META).is_file():
                     raise InputError(p, f"no prepped original {original} for video id {vid!r}")
                 frames, how, beyond = to_original_crops(p, original)
-                fps = as_fraction(json.loads((original / "meta.json").read_text())["fps"])
+                fps = as_fraction(json.loads((original / META).read_text())["fps"])
                 write_video(tmp / method / prompt / f"{vid}.mp4", frames, fps)
                 entries.append({"prompt": prompt, "video": vid, "file": str(p), "sha256": sha256_file(p),
                                 "frames": len(frames), "frames_past_output_end": beyond, "conversion": how})

@@ -22,6 +22,7 @@ from ..media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from ..recognition import Recognizer
 from .clips import Clip, Faces, detect_landmarks, load_clip, pair_by_time
 from .retrieval import cosine_distance, relative_identity_consistency, retrieval_ranks, video_embedding
+from ..layout import META, is_prepped_video
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ def _is_clip(p: Path) -> bool:
     if p.is_file():
         return p.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES
     if p.is_dir():
-        return (p / "crops").is_dir() or ((p / "meta.json").is_file() and any(
+        return is_prepped_video(p) or ((p / META).is_file() and any(
             q.suffix.lower() in IMAGE_SUFFIXES for q in p.iterdir()))
     return False
 

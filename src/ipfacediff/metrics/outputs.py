@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..fsio import write_text
+from ..layout import DAG, Layout
 
 SAMPLE_WARNING = ("sample profile: the edits come from random-weight diffusion models, so these numbers "
                   "exercise the pipeline and are NOT results")
@@ -44,11 +45,10 @@ def model_info(folder: str | Path) -> dict:
             "spec": info.get("spec"), "sha256": (info.get("sha256") or {}).get("combined"), "note": info.get("note")}
 
 
-def provenance(params: dict, models_dir: str | Path = "models") -> dict:
+def provenance(profile: str, layout: Layout = DAG) -> dict:
     """Profile and the diffusion/CLIP models the edits were made with (plus the sample warning)."""
-    profile = str(params.get("profile", "sample"))
-    out = {"profile": profile, "diffusion_model": model_info(Path(models_dir) / "base"),
-           "clip_model": model_info(Path(models_dir) / "clip")}
+    out = {"profile": profile, "diffusion_model": model_info(layout.base_model),
+           "clip_model": model_info(layout.clip_model)}
     if profile == "sample" or out["diffusion_model"].get("weights") == "random":
         out["warning"] = SAMPLE_WARNING
     return out
@@ -77,19 +77,18 @@ def stage_args(doc: str, argv: list[str] | None = None):
 
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--prepped", default="data/prepped")
-    ap.add_argument("--edits", default="data/edits")
-    ap.add_argument("--imported", default="data/imported")
-    ap.add_argument("--out", default="reports/metrics")
+    ap.add_argument("--prepped", default=str(DAG.prepped))
+    ap.add_argument("--edits", default=str(DAG.edits))
+    ap.add_argument("--imported", default=str(DAG.imported))
+    ap.add_argument("--out", default=str(DAG.metrics))
     return ap.parse_args(argv)
 
 
 def stage_inputs(args):
-    """(params, metrics config, edited items, originals) for a metrics_* stage."""
-    from ..config import load_params, section
-    from .evaluate import MetricsConfig, Originals, discover_edits
+    """(settings, metrics settings, edited items, originals) for a metrics_* stage."""
+    from ..settings import load_settings
+    from .evaluate import Originals, discover_edits
 
-    params = load_params(args.params)
-    cfg = section(params, MetricsConfig, "metrics")
+    settings = load_settings(args.params)
     items = discover_edits({"engine": args.edits, "imported": args.imported})
-    return params, cfg, items, Originals(args.prepped)
+    return settings, settings.metrics, items, Originals(args.prepped)

@@ -13,6 +13,7 @@ from ..face.detect import DETECTOR_NAME, YUNET_SHA256
 from ..face.smooth import transforms_to_params
 from ..face.track import Track
 from ..fsio import atomic_path, write_text
+from ..layout import META
 
 
 def _load_json(path: Path) -> dict:
@@ -76,7 +77,7 @@ def build_data_card(media_dir: str | Path, prepped_dir: str | Path, faces_dir: s
               "| video | frames | fps (source) | size | audio | faces found | interpolated | jitter raw | jitter smoothed | plot |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for v in index["videos"]:
-        meta = _load_json(prepped_dir / v["dir"] / "meta.json")
+        meta = _load_json(prepped_dir / v["dir"] / META)
         track = Track.load(prepped_dir / v["dir"] / "track.npz")
         plot = plots_dir / f"{v['id']}_crop_track.png"
         plot_track(track, f"{v['id']}: crop track ({meta['frames']} frames at {meta['fps']} fps)", plot)

