@@ -134,6 +134,7 @@ def test_upload_preview_run_reload_download(app, browser, tmp_path):
     _wait(lambda: "Preview:" in css("#message")[0].text and d.execute_script(loaded), timeout=120, what="the preview")
     _shot(d, tmp_path, "04_preview")
 
+    css("#feather textarea, #feather input")[0].send_keys("3")  # user-set feather band for the full run
     css("#run-btn")[0].click()
     _wait(lambda: "Job 1 started" in css("#message")[0].text, what="job 1")
     css("#run-btn")[0].click()  # a second job while one runs: queued, said so
@@ -161,6 +162,7 @@ def test_upload_preview_run_reload_download(app, browser, tmp_path):
         assert (res.width, res.height, res.n_frames, res.fps, res.has_audio) == (src.width, src.height, src.n_frames, src.fps, True)
     rec = requests.get(records[0], timeout=30).json()
     assert rec["prompt"] == "a photo of a person with blond hair" and rec["mask"]["region"] == "face_hair"
+    assert rec["mask"]["feather_px"] == 3.0 and rec["mask"]["dilate_px"] == 64 / 32  # set in the page / default
     # the output folder holds only finished outputs (no temporary files), one folder per job
     files = sorted(p.relative_to(app["out"]).as_posix() for p in app["out"].rglob("*") if p.is_file())
     assert len(files) == 4 and all(f.split("/")[0] in ("job0001", "job0002") and not Path(f).name.startswith(".") for f in files)

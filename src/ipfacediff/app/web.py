@@ -74,9 +74,22 @@ def build_app(queue: JobQueue, samples: list[Path], defaults: EditOptions):
             return sample_names[pick], pick
         raise InputError(None, "no video: upload one or pick a sample")
 
-    def options(steps, seed, mask) -> EditOptions:
+    def px(name: str, text: str | None) -> float | None:
+        """A crop-pixel field: empty = the editor's default."""
+        if not (text or "").strip():
+            return None
+        try:
+            v = float(text)
+        except ValueError:
+            raise InputError(None, f"{name} must be a number of crop pixels, got {text!r}") from None
+        if not v >= 0:
+            raise InputError(None, f"{name} must be >= 0 crop px, got {text!r}")
+        return v
+
+    def options(steps, seed, mask, grow="", feather="") -> EditOptions:
+        grow, feather = px("grow", grow), px("feather", feather)
         return replace(defaults, steps=int(steps) if steps else defaults.steps, seed=int(seed) if seed is not None else defaults.seed,
-                       mask=mask or "auto")
+                       mask=mask or "auto", mask_dilate=grow, mask_feather=feather)
 
     def show_face(upload, pick, mask):
         try:
@@ -90,7 +103,7 @@ def build_app(queue: JobQueue, samples: list[Path], defaults: EditOptions):
         except InputError as e:  # name the file as the user knows it, not Gradio's upload path
             return None, None, _err(InputError(name if "name" in locals() else None, e.problem))
 
-    def run_preview(upload, pick, text, steps, seed, mask, progress=gr.Progress()):  # noqa: B008 - Gradio injects progress through this default
+    def run_preview(upload, pick, text, steps, seed, mask, grow, feather, progress=gr.Progress()):  # noqa: B008 - Gradio injects progress through this default
         prompts = _prompts(text)
         try:
             path, _ = chosen(upload, pick)
@@ -103,7 +116,7 @@ def build_app(queue: JobQueue, samples: list[Path], defaults: EditOptions):
                 rows = []
                 for k, prompt in enumerate(prompts):
                     progress(k / len(prompts), desc=f"preview {k + 1}/{len(prompts)}")
-                    pairs, rec = preview(path, prompt, options(steps, seed, mask), queue.work_dir)
+                    pairs, rec = preview(path, prompt, options(steps, seed, mask, grow, feather), queue.work_dir)
                     every = rec["config"].get("keyframe_interval", 8)
                     rows += [_captioned(np.hstack([a, _gap(a), b]), f"{prompt} | frame {i * every}: original | edited")
                              for i, (a, b) in enumerate(pairs)]
@@ -113,10 +126,10 @@ def build_app(queue: JobQueue, samples: list[Path], defaults: EditOptions):
         except InputError as e:
             return None, _err(e)
 
-    def submit(upload, pick, text, steps, seed, mask):
+    def submit(upload, pick, text, steps, seed, mask, grow, feather):
         try:
             path, name = chosen(upload, pick)
-            _, msg = queue.submit(path, name, _prompts(text), options(steps, seed, mask))
+            _, msg = queue.submit(path, name, _prompts(text), options(steps, seed, mask, grow, feather))
             return html.escape(msg)
         except InputError as e:
             return _err(e)
@@ -141,6 +154,8 @@ def build_app(queue: JobQueue, samples: list[Path], defaults: EditOptions):
             steps = gr.Number(value=defaults.steps, label="DDIM steps (full run; preview uses a fifth)", precision=0, elem_id="steps")
             seed = gr.Number(value=defaults.seed if defaults.seed is not None else 0, label="seed", precision=0, elem_id="seed")
             mask = gr.Dropdown(choices=MASKS, value=defaults.mask, label="paste-back region (auto: from the prompt)", elem_id="mask")
+            grow = gr.Textbox(value="", label="grow region by (crop px)", placeholder="crop/32", elem_id="grow")
+            feather = gr.Textbox(value="", label="feather band (crop px)", placeholder="crop/16", elem_id="feather")
         with gr.Row():
             preview_btn = gr.Button("Preview keyframes", elem_id="preview-btn")
             run_btn = gr.Button("Run full edit", variant="primary", elem_id="run-btn")
@@ -153,8 +168,9 @@ def build_app(queue: JobQueue, samples: list[Path], defaults: EditOptions):
         inputs = [upload, pick, mask]
         upload.change(show_face, inputs, [face, crop, message])
         pick.change(show_face, inputs, [face, crop, message])
-        preview_btn.click(run_preview, [upload, pick, prompts, steps, seed, mask], [gallery, message])
-        run_btn.click(submit, [upload, pick, prompts, steps, seed, mask], [message])
+        edit_inputs = [upload, pick, prompts, steps, seed, mask, grow, feather]
+        preview_btn.click(run_preview, edit_inputs, [gallery, message])
+        run_btn.click(submit, edit_inputs, [message])
         gr.Timer(1.0).tick(refresh, None, [status, results])
         demo.load(refresh, None, [status, results])
     return demo
