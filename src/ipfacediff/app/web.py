@@ -63,6 +63,9 @@ def status_html(jobs) -> str:
 
 
 def build_app(queue: JobQueue, samples: list[Path], defaults: EditOptions):
+    import os
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local tool: no usage reports sent anywhere
     import gradio as gr
 
     sample_names = {p.name: p for p in samples}
