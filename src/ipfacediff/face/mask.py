@@ -298,7 +298,10 @@ def seam_ratio(frame: np.ndarray, alpha: np.ndarray, ring_px: int = 3, gap_px: i
     band = (alpha > 0) & (alpha < 1)
     if not band.any():
         band = cv2.morphologyEx((alpha > 0).astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
-    grow = lambda r: cv2.dilate(band.astype(np.uint8), np.ones((2 * r + 1,) * 2, np.uint8)) > 0  # noqa: E731
+
+    def grow(r: int) -> np.ndarray:
+        return cv2.dilate(band.astype(np.uint8), np.ones((2 * r + 1,) * 2, np.uint8)) > 0
+
     ring = grow(gap_px + ring_px) & ~grow(gap_px)
     inner, outer = ring & (alpha >= 1), ring & (alpha <= 0)
     sides = [float(mag[r].mean()) for r in (inner, outer) if r.any()]
