@@ -8,11 +8,11 @@ import pytest
 
 from ipfacediff.errors import InputError
 from ipfacediff.fsio import sha256_file
-from ipfacediff.packaged import SFACE, YUNET, locate
+from ipfacediff.packaged import FACE_MESH, SELFIE_SEGMENTATION, SFACE, YUNET, locate
 
 
 def test_packaged_face_models_are_the_pinned_files():
-    for entry in (YUNET, SFACE):
+    for entry in (YUNET, SFACE, FACE_MESH, SELFIE_SEGMENTATION):
         assert sha256_file(locate(entry)) == entry.sha256
 
 

@@ -23,7 +23,7 @@ die() { echo "slurm_local: $*" >&2; exit 3; }
 
 install_packages() {
     [ "$(id -u)" = 0 ] || die "install needs root (apt-get)"
-    apt-get update -qq
+    [ "${IPFACEDIFF_APT_UPDATED:-0}" = 1 ] || apt-get update -qq  # .ci/run updates once for all its installs
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurmctld slurmd slurm-client munge >/dev/null
 }
 

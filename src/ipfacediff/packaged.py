@@ -42,3 +42,12 @@ def locate(entry: PackagedFile) -> Path:
     if digest != entry.sha256:
         raise InputError(path, f"{entry.what} sha256 {digest[:12]}... does not match the pinned {entry.sha256[:12]}...")
     return path
+
+# mediapipe 0.10.21 is installed --no-deps for these two files only: its Python package declares numpy<2,
+# protobuf<5 and does not run with this project's protobuf, so the models run in TensorFlow Lite instead.
+FACE_MESH = PackagedFile("MediaPipe face mesh (468 points)", "mediapipe", "mediapipe==0.10.21",
+                         "modules/face_landmark/face_landmark.tflite",
+                         "1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814")
+SELFIE_SEGMENTATION = PackagedFile("MediaPipe selfie segmentation", "mediapipe", "mediapipe==0.10.21",
+                                   "modules/selfie_segmentation/selfie_segmentation.tflite",
+                                   "9ee168ec7c8f2a16c56fe8e1cfbc514974cbbb7e434051b455635f1bd1462f5c")

@@ -17,7 +17,7 @@ from .. import __version__
 from ..errors import InputError
 
 # module name -> registers these subcommands
-SUBCOMMAND_MODULES = ["info", "edit", "metrics", "plan"]
+SUBCOMMAND_MODULES = ["info", "edit", "metrics", "plan", "batch", "serve"]
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -1,8 +1,8 @@
 """`ipfacediff edit` and `ipfacediff invert`: edit the face in any video with a text prompt.
 
 edit: read the video, track/align/crop the face (temporally smoothed), DDIM-invert the crops with
-the identity branch, edit them (IPFaceDiffPipeline), paste them back through a feathered face mask
-with the inverse transform, and write the result at the original size, every frame at its original
+the identity branch, edit them (IPFaceDiffPipeline), paste them back through a per-frame mask of
+the edited region (face.mask.RegionMasker: face, or face + hair) with the inverse transform, and write the result at the original size, every frame at its original
 timestamp, with the audio carried, plus OUTPUT.json (e.g. out.mp4.json) holding the resolved
 configuration. Nothing is written unless everything succeeds; an interrupted edit resumes where it
 stopped when run again with the same arguments (see ipfacediff.editing.checkpoint).
@@ -43,6 +43,10 @@ def register(subparsers) -> None:
                    help="edit from this time on (seconds from the first frame); earlier frames are kept as decoded")
     p.add_argument("--end", type=float, default=None, metavar="SECONDS",
                    help="edit up to (not including) this time; later frames are kept as decoded")
+    p.add_argument("--mask", default="auto", choices=("auto", "face", "face_hair", "ellipse"),
+                   help="paste-back region: auto = face, or face + hair when the prompt edits hair (default: auto)")
+    p.add_argument("--mask-dilate", type=float, default=None, help="grow the region by this many crop px (default: crop/32)")
+    p.add_argument("--mask-feather", type=float, default=None, help="feathered band width in crop px (default: crop/16)")
     _common(p)
     p.set_defaults(func=run_edit)
 
@@ -254,9 +258,10 @@ def track_span(path: Path, s: dict, crop_size: int, span: range, choice):
                        sigma=s["smooth_sigma"], path=path, progress=True, choice=choice)
 
 
-def write_crops(path: Path, track, span: range, folder: Path):
+def write_crops(path: Path, track, span: range, folder: Path, masker=None):
     """The tracked face aligned in every span frame, as PNGs in `folder` (existing ones are complete:
-    written atomically), read back lazily by batch (memory stays bounded whatever the length)."""
+    written atomically), read back lazily by batch (memory stays bounded whatever the length). With a
+    `masker` (face.mask.RegionMasker) each frame's paste-back mask goes to folder/../masks likewise."""
     from itertools import islice
 
     from tqdm import tqdm
@@ -264,8 +269,12 @@ def write_crops(path: Path, track, span: range, folder: Path):
     from ..diffusion.inversion import CropFrames
     from ..editing.checkpoint import write_png_atomic
     from ..face import crop
+    from ..face.mask import mask_file, write_mask
 
     folder.mkdir(parents=True, exist_ok=True)
+    masks = folder.parent / "masks"
+    if masker is not None:
+        masks.mkdir(exist_ok=True)
     from ..video import iter_frames
 
     n = 0
@@ -274,6 +283,8 @@ def write_crops(path: Path, track, span: range, folder: Path):
         target = folder / f"{i:06d}.png"
         if not target.is_file():
             write_png_atomic(target, crop(f, track.smoothed[i], track.crop_size))
+        if masker is not None and not mask_file(masks, i).is_file():
+            write_mask(mask_file(masks, i), masker(f, track.smoothed[i]))
         n += 1
     if n != track.n_frames:
         raise InputError(path, f"decoded {n} frames, tracked {track.n_frames}")
@@ -318,7 +329,7 @@ def run_invert(args) -> int:
     return 0
 
 
-def _edit_facts(args, s: dict, src: Path, method, size: int) -> dict:
+def _edit_facts(args, s: dict, src: Path, method, size: int, masker) -> dict:
     """Everything that determines the edit's bytes: the resume fingerprint (and part of the record)."""
     from ..fsio import sha256_file
 
@@ -329,7 +340,7 @@ def _edit_facts(args, s: dict, src: Path, method, size: int) -> dict:
         "smooth": [s["smooth_sigma"], s["crop_scale"], s["min_face_px"]], "source_prompt": args.source_prompt,
         "models": _tree_stamp(s["models"]), "branches": None if s["branches"] is None else _tree_stamp(s["branches"]),
         "device": s["device"], "dtype": s["dtype"], "output_suffix": Path(args.output).suffix.lower(),
-        "cache": args.cache,
+        "cache": args.cache, "mask": masker.record(),
     }
 
 
@@ -357,21 +368,23 @@ def _track(work, src, s, size, span, choice):
     return track, choice.chosen
 
 
-def _edited_frames(pipe, work, latents, src, track, span, size):
+def _edited_frames(pipe, work, latents, src, track, span):
     """Decode and paste back the edited span, one VAE batch at a time, each batch's frames saved as
-    PNGs (a batch whose frames all exist is done: decoding resumes at the first incomplete batch)."""
+    PNGs (a batch whose frames all exist is done: decoding resumes at the first incomplete batch).
+    Each frame's mask is read by frame number from work/masks, so a resumed run pastes with the
+    same masks as an uninterrupted one."""
     from itertools import islice
 
     from tqdm import tqdm
 
     from ..diffusion.models import decode_latents, tensor_to_uint8
     from ..editing.checkpoint import write_png_atomic
-    from ..face import face_mask, paste_back
+    from ..face import paste_back
+    from ..face.mask import smoothed_mask
     from ..video import iter_frames
 
     folder = work / "frames"
     folder.mkdir(exist_ok=True)
-    mask = face_mask(size)
     bs = pipe.config.batch_size
     originals = islice(iter_frames(src), span.start, span.stop)
     for b in tqdm(range(0, len(latents), bs), desc="decode + paste back", unit="batch", leave=False):
@@ -381,15 +394,19 @@ def _edited_frames(pipe, work, latents, src, track, span, size):
             continue
         crops = tensor_to_uint8(decode_latents(pipe.components, latents[b:b + bs], batch_size=bs).cpu())
         for i, f, e in zip(idx, batch_originals, crops, strict=True):
+            mask = smoothed_mask(work / "masks", i, track.n_frames)
             write_png_atomic(folder / f"{i:06d}.png", paste_back(f, e, track.smoothed[i], mask))
 
 
-def _output_frames(src: Path, work, span: range):
-    """Every frame of the clip: the edited ones inside the span, the decoded input elsewhere."""
+def _output_frames(src: Path, work, span: range, n_frames: int):
+    """Every frame of the clip: the edited ones inside the span, the decoded input elsewhere (the
+    bar counts the frames handed to the encoder)."""
+    from tqdm import tqdm
+
     from ..editing.checkpoint import read_png
     from ..video import iter_frames
 
-    for i, frame in enumerate(iter_frames(src)):
+    for i, frame in enumerate(tqdm(iter_frames(src), total=n_frames, desc="encode", unit="frame", leave=False)):
         yield read_png(work / "frames" / f"{i - span.start:06d}.png") if i in span else frame
 
 
@@ -410,15 +427,16 @@ def run_edit(args) -> int:
     used = {"identity"} | method.branches
     _check_branches(s, used)
     size = _model_crop_size(s, args.crop_size)
+    masker = _masker(args, size)
     choice = face_choice(args, s)
     t0 = time.perf_counter()
     info = probe(src)
     span = span_frames(info.timeline.seconds(), args.start, args.end, src)
-    work = WorkDir(dst, _edit_facts(args, s, src, method, size))
+    work = WorkDir(dst, _edit_facts(args, s, src, method, size, masker))
     if work.resumed:
         log.info("resuming the interrupted edit from %s", work.path)
     try:
-        result = _edit_into(work, args, s, src, dst, info, span, method, size, choice)
+        result = _edit_into(work, args, s, src, dst, info, span, method, size, choice, masker)
     except InputError:
         work.remove()  # bad input is not resumable: leave nothing behind
         raise
@@ -431,22 +449,33 @@ def run_edit(args) -> int:
     return 0
 
 
-def _edit_into(work, args, s: dict, src: Path, dst: Path, info, span: range, method, size: int, choice):
+def _masker(args, size: int):
+    """The paste-back region (--mask, auto: from the prompt) with its grow/feather widths; bad values
+    are refused here, before any work."""
+    from ..face.mask import RegionMasker, region_for_prompt
+
+    requested = getattr(args, "mask", "auto")
+    region = region_for_prompt(args.prompt) if requested == "auto" else requested
+    return RegionMasker(size, region, getattr(args, "mask_dilate", None), getattr(args, "mask_feather", None))
+
+
+def _edit_into(work, args, s: dict, src: Path, dst: Path, info, span: range, method, size: int, choice, masker):
     """Track, invert, edit, paste back and write `dst` (+ record), each unit resumable in `work`."""
     from ..fsio import atomic_path
     from ..video import write_video
 
     track, chosen = _track(work, src, s, size, span, choice)  # no face: refused before loading models
-    comps, branches = _load(s, {"identity"} | method.branches)
+    engine = getattr(args, "engine", None)  # callers that edit many videos load it once (app/engine.py)
+    comps, branches = (engine.components, engine.branches) if engine else _load(s, {"identity"} | method.branches)
     from ..diffusion.pipeline import IPFaceDiffPipeline
     from ..editing import edit_with_checkpoints, models_record
 
-    crops = write_crops(src, track, span, work / "crops")
+    crops = write_crops(src, track, span, work / "crops", masker)
     cache = _invert(comps, branches, crops, Path(args.cache) if args.cache else work / "inversion.safetensors", s,
                     args.source_prompt)
     pipe = IPFaceDiffPipeline(comps, branches, s["edit"], progress=True)
     latents, edit_info = edit_with_checkpoints(pipe, work, args.prompt, cache, s["seed"], method.name)
-    _edited_frames(pipe, work, latents, src, track, span, size)
+    _edited_frames(pipe, work, latents, src, track, span)
     record = {
         "input": info.to_dict(), "prompt": args.prompt, "method": method.name, "seed": s["seed"], "profile": s["profile"],
         "params_file": s["params_file"],
@@ -458,9 +487,11 @@ def _edit_into(work, args, s: dict, src: Path, dst: Path, info, span: range, met
                  "choice": {"by": "index", "index": s["face_index"]} | chosen},
         "span": {"start_s": args.start, "end_s": args.end, "first_frame": span.start, "frames": len(span),
                  "outside": "decoded input frames, re-encoded unchanged"},
+        "mask": masker.record() | {"requested": getattr(args, "mask", "auto")},
+        **(getattr(args, "record_extra", None) or {}),  # callers' own fields (batch fingerprint, app job)
     }
     done_video, done_record = work / f"output{dst.suffix}", work / "output.json"
-    result = write_video(done_video, _output_frames(src, work, span), info.fps, audio_from=src, timeline=info.timeline)
+    result = write_video(done_video, _output_frames(src, work, span, info.n_frames), info.fps, audio_from=src, timeline=info.timeline)
     out = {"path": str(dst), "frames": result.n_frames, "width": result.width, "height": result.height,
            "fps": str(result.fps), "audio": result.audio, "audio_carried": result.audio_carried,
            "pix_fmt": result.pix_fmt, "timestamps": result.timestamps}

@@ -8,6 +8,7 @@ and a half-written one is never taken as done:
 
     track.npz                      face track (tracking)
     crops/NNNNNN.png               aligned face crops
+    masks/NNNNNN.png               per-frame paste-back masks (16-bit; face.mask.write_mask)
     inversion.safetensors          DDIM inversion (reused when its metadata matches)
     edit_step.pt                   denoising state after the last completed step (latents, generator
                                    state, keyframes): the edit resumes at the next step
