@@ -89,3 +89,17 @@ def test_a_folder_that_is_not_a_branch_is_refused(tmp_path):
     (tmp_path / "bad" / "pytorch_lora_weights.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(InputError, match="cannot load LoRA adapter"):
         load_branches(_tiny_unet(), {"identity": tmp_path / "bad"})
+
+
+def test_a_lora_branch_is_the_same_bytes_in_every_process(tmp_path):
+    """peft's target_modules set must not reach the file in hash-seed order (PYTHONHASHSEED differs per run)."""
+    import json
+
+    from safetensors import safe_open
+
+    unet = _trained("identity", 0)
+    save_branch(unet, tmp_path / "identity", "identity", "lora")
+    with safe_open(str(next((tmp_path / "identity").glob("*.safetensors"))), "pt") as f:
+        meta = json.loads(f.metadata()["lora_adapter_metadata"])
+    assert meta["target_modules"] == sorted(meta["target_modules"]) and len(meta["target_modules"]) > 1
+    assert isinstance(unet.peft_config["identity"].target_modules, set)  # the live config is left as it was
