@@ -114,3 +114,17 @@ def test_two_lora_branches_attach_without_peft_warning(tmp_path, inputs):
             reference.set_adapters([name])
             with branches.use(name) as unet:
                 assert torch.equal(unet(x, 10, e).sample, reference(x, 10, e).sample)
+
+
+def test_a_lora_branch_is_the_same_bytes_in_every_process(tmp_path):
+    """peft's target_modules set must not reach the file in hash-seed order (PYTHONHASHSEED differs per run)."""
+    import json
+
+    from safetensors import safe_open
+
+    unet = _trained("identity", 0)
+    save_branch(unet, tmp_path / "identity", "identity", "lora")
+    with safe_open(str(next((tmp_path / "identity").glob("*.safetensors"))), "pt") as f:
+        meta = json.loads(f.metadata()["lora_adapter_metadata"])
+    assert meta["target_modules"] == sorted(meta["target_modules"]) and len(meta["target_modules"]) > 1
+    assert isinstance(unet.peft_config["identity"].target_modules, set)  # the live config is left as it was

@@ -51,7 +51,17 @@ def save_branch(unet, out_dir: str | Path, name: str, mode: str, meta: dict | No
         raise ValueError(f"unknown branch {name!r}; expected one of {BRANCHES}")
     with atomic_dir(out_dir) as tmp:
         if mode == "lora":
-            unet.save_lora_adapter(str(tmp), adapter_name=name, safe_serialization=True, weight_name=LORA_FILE)
+            # peft keeps target_modules as a set, which diffusers writes into the file's metadata in
+            # hash-seed order (different every process): sort sets so the same weights give the same bytes
+            cfg = unet.peft_config[name]
+            sets = {k: v for k, v in vars(cfg).items() if isinstance(v, set)}
+            for k, v in sets.items():
+                setattr(cfg, k, sorted(v))
+            try:
+                unet.save_lora_adapter(str(tmp), adapter_name=name, safe_serialization=True, weight_name=LORA_FILE)
+            finally:
+                for k, v in sets.items():
+                    setattr(cfg, k, v)
         elif mode == "full":
             unet.save_pretrained(str(tmp), safe_serialization=True)
         else:
