@@ -149,8 +149,8 @@ def test_edit_steps_match_reference_per_layer(setup, ours):
     out, steps = ours
     ref = reference(setup, "ours")
     gen = torch.Generator().manual_seed(SEED)
-    decoder = sorted(l for l in steps[0]["attention"] if is_decoder_self_attention(l))
-    assert len(decoder) == 9 and all(is_decoder_self_attention(l) for l in decoder)  # 3 blocks x 3 layers
+    decoder = sorted(name for name in steps[0]["attention"] if is_decoder_self_attention(name))
+    assert len(decoder) == 9 and all(is_decoder_self_attention(name) for name in decoder)  # 3 blocks x 3 layers
     checked = []
     for i in range(STEPS):
         r = ref.step(steps[i]["x"], i, gen)

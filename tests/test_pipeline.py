@@ -305,7 +305,8 @@ def test_peak_memory_does_not_grow_with_video_length(models_dir, tmp_path):
     comps = load_components(models_dir)
     caches = {}
     for n in (16, 32):
-        path = invert_video(comps, BranchSet(base=comps.unet), moving_blob(n, 128), tmp_path / f"v{n}.safetensors", "", steps=2, progress=False)
+        path = invert_video(comps, BranchSet(base=comps.unet), moving_blob(n, 128), tmp_path / f"v{n}.safetensors", "",
+                            steps=2, progress=False)
         caches[n] = InversionCache(path)
     allowance = 16 * 3 * (2 * 4 * 16 * 16 * 4) + 2 * per_keyframe_state_bytes(comps.unet, 128)
     streamed = edit_peak(comps, caches[32], 4) - edit_peak(comps, caches[16], 4)

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 sys.path.insert(0, str(ROOT / "tools"))
 
-from mutants import MUTANTS, Mutant
+from mutants import MUTANTS, Mutant  # noqa: E402  (tools/ is put on the path just above)
 
 ENV = {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
        "WANDB_MODE": "disabled", "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -217,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for m in mutants:
             r = done[m.name]
-            outcome = "timeout" if r["rc"] is None else "survived" if r["rc"] == 0 else "killed" if r["rc"] == 1 else f"error (rc {r['rc']})"
+            outcome = ("timeout" if r["rc"] is None else "survived" if r["rc"] == 0
+                       else "killed" if r["rc"] == 1 else f"error (rc {r['rc']})")
             rows.append({"name": m.name, "why": m.why, "files": sorted({e[0] for e in m.edits}), "tests": list(m.tests),
                          "outcome": outcome, "killed_by": r["failed_test"], "seconds": r["seconds"]})
             if outcome.startswith("error"):

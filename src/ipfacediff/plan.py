@@ -133,7 +133,8 @@ def make_plan(params: dict, frames: int | None = None, peak_tflops: float = DEFA
     if timing.get("frames"):
         t_flop = sum(inversion_tflop(n, int(inv["steps"]), crop) + edit_tflop(n, int(edit["steps"]), crop, int(edit["keyframe_interval"]))
                      for n in timing["frames"])
-        plan.lines.append(Line("timing", len(timing["frames"]), "invert + edit at " + ", ".join(map(str, timing["frames"])) + " frames", t_flop))
+        lengths = ", ".join(map(str, timing["frames"]))
+        plan.lines.append(Line("timing", len(timing["frames"]), f"invert + edit at {lengths} frames", t_flop))
     for line in plan.lines:
         line.gpu_hours = line.tflop / (peak_tflops * utilisation) / 3600
     return plan

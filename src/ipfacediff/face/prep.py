@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..fsio import atomic_dir, sha256_file, write_json
-from ..media import IMAGE_SUFFIXES, DataConfig, celeba_hq_images
+from ..media import DataConfig, celeba_hq_images
 from ..video import as_fraction, fraction_str, iter_timed_frames, probe, resample_indices
 from .align import align_transform, crop
 from .detect import DETECTOR_NAME, as_rgb_uint8, detect_faces, select_face
