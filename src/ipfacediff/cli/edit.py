@@ -3,9 +3,10 @@
 edit: read the video, track/align/crop the face (temporally smoothed), DDIM-invert the crops with
 the identity branch, edit them (IPFaceDiffPipeline), paste them back through a per-frame mask of
 the edited region (face.mask.RegionMasker: face, or face + hair) with the inverse transform, and
-write the result at the original size, every frame at its original timestamp, with the audio carried, plus OUTPUT.json (e.g. out.mp4.json) holding the resolved
-configuration. Nothing is written unless everything succeeds; an interrupted edit resumes where it
-stopped when run again with the same arguments (see ipfacediff.editing.checkpoint).
+write the result at the original size, every frame at its original timestamp, with the audio
+carried, plus OUTPUT.json (e.g. out.mp4.json) holding the resolved configuration. Nothing is written
+unless everything succeeds; an interrupted edit resumes where it stopped when run again with the same
+arguments (see ipfacediff.editing.checkpoint).
 """
 
 from __future__ import annotations
