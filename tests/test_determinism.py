@@ -9,15 +9,11 @@ memory, so the bytes depended on the process's heap (video.x264_asm leaves AVX-5
 from __future__ import annotations
 
 import hashlib
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_pipeline import PROMPT, moving_blob  # noqa: E402
+from test_pipeline import PROMPT, moving_blob
 
 pytestmark = pytest.mark.slow
 
