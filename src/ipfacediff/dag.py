@@ -33,7 +33,7 @@ def _substitute(value: Any, scope: dict[str, Any]) -> Any:
     if isinstance(value, list):
         return [_substitute(v, scope) for v in value]
     if isinstance(value, dict):
-        return {k: _substitute(v, scope) for k, v in value.items()}
+        return {_substitute(k, scope): _substitute(v, scope) for k, v in value.items()}  # DVC interpolates keys too
     return value
 
 
