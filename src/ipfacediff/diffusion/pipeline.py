@@ -24,7 +24,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
@@ -35,6 +35,23 @@ from .branches import BranchSet
 from .injection import injection_steps, install_resnet_hook, pnp_attention_layers
 from .methods import Method, get_method
 from .propagation import blend_plan, sample_keyframes
+
+
+@runtime_checkable
+class InvertedVideo(Protocol):
+    """What the editor reads from a video's DDIM inversion: `inversion.InversionCache` (the
+    safetensors file) or an in-memory stand-in (`rehearsal.ShapeOnlyInversion`)."""
+
+    @property
+    def n_frames(self) -> int: ...
+
+    @property
+    def timesteps(self) -> list[int]: ...
+
+    @property
+    def prompt(self) -> str: ...
+
+    def latents(self, step_index: int, frames: slice | Sequence[int] | None = None) -> torch.Tensor: ...
 
 
 @dataclass
@@ -177,7 +194,7 @@ class IPFaceDiffPipeline:
     def __call__(
         self,
         prompt: str,
-        inversion,
+        inversion: InvertedVideo,
         negative_prompt: str | None = None,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
@@ -210,7 +227,7 @@ class IPFaceDiffPipeline:
         cond, uncond, source, dropped = self.prompt_embeddings(prompt, negative_prompt, source_prompt)
 
         scheduler = self.components.new_scheduler()
-        scheduler.set_timesteps(steps, device=device)
+        scheduler.set_timesteps(steps)  # host-side integer timesteps (the step reads them as ints)
         timesteps = [int(t) for t in scheduler.timesteps]
         cache_idx = cache_steps(inversion.timesteps, timesteps, getattr(inversion, "path", None))
         n_qk = injection_steps(steps, cfg.pnp_attn_t) if m.inject else 0
