@@ -68,6 +68,7 @@ class EditConfig:
     pnp_f_t: float = 0.8
     batch_size: int = 8
     attn_chunk: int = 4096  # queries per attention / nearest-neighbour call
+    ff_chunk: int = 16  # latents per feed-forward chunk in the keyframe pass (0: whole batch at once)
     attention_slicing: str | int | None = None  # diffusers' slicing for cross-attention ("auto", "max", int)
     vae_slicing: bool = True
     vae_tiling: bool = False
@@ -75,7 +76,7 @@ class EditConfig:
     def __post_init__(self):
         checks = {
             "steps": self.steps >= 1, "batch_size": self.batch_size >= 1, "keyframe_interval": self.keyframe_interval >= 1,
-            "attn_chunk": self.attn_chunk >= 1, "pnp_attn_t": 0 <= self.pnp_attn_t <= 1, "pnp_f_t": 0 <= self.pnp_f_t <= 1,
+            "attn_chunk": self.attn_chunk >= 1, "ff_chunk": self.ff_chunk >= 0, "pnp_attn_t": 0 <= self.pnp_attn_t <= 1, "pnp_f_t": 0 <= self.pnp_f_t <= 1,
             "guidance_scale": self.guidance_scale >= 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
@@ -102,6 +103,29 @@ def apply_memory_options(unets: Sequence[torch.nn.Module], vae, attention_slicin
     if vae_tiling:
         vae.enable_tiling()
     return {"attention_slicing": attention_slicing, "vae_slicing": bool(vae_slicing), "vae_tiling": bool(vae_tiling)}
+
+
+def largest_divisor_at_most(n: int, limit: int) -> int:
+    """The largest divisor of `n` that is <= `limit` (diffusers' chunked feed-forward needs equal chunks)."""
+    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
+
+
+@contextlib.contextmanager
+def feed_forward_chunks(unet, batch: int, limit: int) -> Iterator[None]:
+    """Run every transformer block's feed-forward over at most `limit` latents at a time (diffusers'
+    `set_chunk_feed_forward` on the batch axis): the keyframe pass's batch grows with the video, its
+    feed-forward temporaries (8x the hidden width per token) then do not. Per-token maths unchanged."""
+    blocks = [m for m in unet.modules() if hasattr(m, "set_chunk_feed_forward")]
+    if limit <= 0 or batch <= limit:
+        yield
+        return
+    for b in blocks:
+        b.set_chunk_feed_forward(largest_divisor_at_most(batch, limit), dim=0)
+    try:
+        yield
+    finally:
+        for b in blocks:
+            b.set_chunk_feed_forward(None, dim=0)
 
 
 def cache_steps(cache_timesteps: Sequence[int], timesteps: Sequence[int], path=None) -> list[int]:
@@ -171,16 +195,17 @@ class IPFaceDiffPipeline:
         """Noise prediction (B, 4, h, w) of the edit pass for latents x, after the source pass on src."""
         cond, uncond, source = emb
         B = len(x)
+        ff = self.config.ff_chunk if mode == "keyframes" else 0
         if method.inject or method.propagate:
             state.set("source", mode)
-            with self.branches.use(method.source_branch) as unet:
+            with self.branches.use(method.source_branch) as unet, feed_forward_chunks(unet, B, ff):
                 unet(src, t, encoder_hidden_states=source.expand(B, -1, -1))
         state.set("edit", mode)
         if state.groups == 2:
             lat, text = torch.cat([x, x]), torch.cat([uncond.expand(B, -1, -1), cond.expand(B, -1, -1)])
         else:
             lat, text = x, cond.expand(B, -1, -1)
-        with self.branches.use(method.edit_branch) as unet:
+        with self.branches.use(method.edit_branch) as unet, feed_forward_chunks(unet, len(lat), ff):
             eps = unet(lat, t, encoder_hidden_states=text).sample
         state.end_pass_pair()
         state.role = "off"
@@ -278,7 +303,7 @@ class IPFaceDiffPipeline:
         info = {
             "method": asdict(m), "prompt": prompt, "prompt_truncated": dropped, "negative_prompt": negative_prompt,
             "source_prompt": source_prompt, "steps": steps, "guidance_scale": g, "timesteps": timesteps,
-            "keyframe_interval": cfg.keyframe_interval, "batch_size": cfg.batch_size, "pnp_attn_t": cfg.pnp_attn_t,
+            "keyframe_interval": cfg.keyframe_interval, "batch_size": cfg.batch_size, "ff_chunk": cfg.ff_chunk, "pnp_attn_t": cfg.pnp_attn_t,
             "pnp_f_t": cfg.pnp_f_t, "injected_steps": {"qk": n_qk, "resblock": n_f}, "n_frames": N,
             "frames": frame_idx.tolist(), "keyframes": history, "memory_options": self.memory,
             "branches": {"source": self._source_of(m.source_branch), "edit": self._source_of(m.edit_branch)},
