@@ -40,6 +40,7 @@ def parse(argv=None):
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--keyframe-interval", type=int, default=8)
     ap.add_argument("--method", default="ours")
+    ap.add_argument("--ff-chunk", type=int, help="edit.ff_chunk: latents per feed-forward chunk in the keyframe pass (0: off; default: the config's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--validate", action="store_true", help="first compare against a real CPU run of the tiny models")
     ap.add_argument("--out", required=True)
@@ -148,6 +149,8 @@ def plot(rows: list[dict], path: str, title: str) -> None:
 
 def main(argv=None) -> int:
     args = parse(argv)
+    import dataclasses
+
     import torch
 
     from ipfacediff.diffusion import models as M
@@ -165,6 +168,8 @@ def main(argv=None) -> int:
     dtype = M.resolve_dtype(args.dtype)
     comps = R.meta_components(args.arch, dtype, args.size)
     cfg = EditConfig(steps=args.steps, batch_size=args.batch_size, keyframe_interval=args.keyframe_interval, methods=[args.method])
+    if args.ff_chunk is not None:
+        cfg = dataclasses.replace(cfg, ff_chunk=args.ff_chunk)
     unet_tflop = forward_tflop(comps, args.size)
     weights = sum(R.weight_bytes(comps, m) for m in ("unet", "vae", "text_encoder"))
     memo: dict = {}
@@ -178,7 +183,7 @@ def main(argv=None) -> int:
     result.update({
         "arch": args.arch, "unet_params": sum(p.numel() for p in comps.unet.parameters()), "dtype": args.dtype, "size": args.size,
         "steps": args.steps, "invert_steps": args.invert_steps, "batch_size": args.batch_size, "keyframe_interval": args.keyframe_interval,
-        "method": args.method, "keyframe_attention": "exact", "unet_forward_tflop": round(unet_tflop, 4), "weights_bytes": weights,
+        "method": args.method, "keyframe_attention": "exact", "edit_config": dataclasses.asdict(cfg), "unet_forward_tflop": round(unet_tflop, 4), "weights_bytes": weights,
         "distinct_call_shapes_measured": len(memo), "hardware": hardware_info(torch.device("cpu")),
         "wall_s": round(time.perf_counter() - t_all, 1), "rows": rows, "targets": targets(rows),
         "notes": [

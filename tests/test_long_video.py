@@ -1,4 +1,5 @@
-"""Memory bounds for long videos: feed-forward chunking in the keyframe pass (tiny models, float64)."""
+"""Long videos and many prompts: feed-forward chunking in the keyframe pass, one source pass shared by
+several prompts (tiny models, float64)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ def test_feed_forward_chunks_set_and_restore(tiny64):
         assert {b._chunk_size for b in blocks} == {None}
 
 
+@pytest.mark.slow
 def test_chunked_keyframe_pass_edits_like_the_whole_batch(tiny64):
     """20 frames -> 3 keyframes: edit batch 6 in chunks of 2 (ff_chunk=2) against all at once.
     Feed-forward acts per token, so only the grouping of rows in the matmuls differs; in float64 that
@@ -59,3 +61,33 @@ def test_chunked_keyframe_pass_edits_like_the_whole_batch(tiny64):
         out[ff] = pipe("glasses", cache, generator=torch.Generator().manual_seed(0), output_type="latent")
     assert out[2].info["ff_chunk"] == 2 and out[2].info["keyframes"] == out[0].info["keyframes"]
     torch.testing.assert_close(out[2].latents, out[0].latents, rtol=0, atol=1e-10)
+
+
+@pytest.mark.slow
+def test_several_prompts_share_the_source_pass_and_match_separate_runs(tiny64):
+    """Each prompt's edit pass is the same call on the same inputs as in a run of its own (same
+    keyframe draws from the same seed, same source-pass features): the latents are bit-identical,
+    no tolerance needed. The source pass runs once per frame batch instead of once per prompt."""
+    comps, cache = tiny64
+    prompts = ["glasses", "an old man", "a beard"]
+    calls = []
+    pipe = IPFaceDiffPipeline(comps, None, EditConfig(steps=2, methods=["ours"]), progress=False)
+    hook = comps.unet.register_forward_pre_hook(lambda m, a, kw: calls.append(len(a[0])), with_kwargs=True)
+    try:
+        joint = pipe(prompts, cache, generator=torch.Generator().manual_seed(0), output_type="latent")
+        n_joint = len(calls)
+        calls.clear()
+        alone = [pipe(p, cache, generator=torch.Generator().manual_seed(0), output_type="latent") for p in prompts]
+    finally:
+        hook.remove()
+    assert [o.info["prompt"] for o in joint] == prompts and joint[0].info["prompts_sharing_source_pass"] == 3
+    for j, a in zip(joint, alone):
+        assert torch.equal(j.latents, a.latents) and j.info["keyframes"] == a.info["keyframes"]
+    # per frame batch: 1 source + 3 edit calls together, 3 x (1 + 1) apart (text encoder not hooked)
+    assert n_joint * 6 == len(calls) * 4
+
+
+def test_empty_prompt_list_is_an_input_error(tiny64):
+    comps, cache = tiny64
+    with pytest.raises(InputError, match="no prompt"):
+        IPFaceDiffPipeline(comps, None, EditConfig(steps=1), progress=False)([], cache)

@@ -190,35 +190,42 @@ class IPFaceDiffPipeline:
         cond = self._embed(prompt, allow_empty=False)  # warns naming `dropped`
         return cond, self._embed(negative_prompt or "", True), self._embed(source_prompt or "", True), dropped
 
-    # ------------------------------------------------------------------ one source + edit pair
-    def _pair(self, state: EditState, method: Method, mode: str, x, src, t, emb, guidance_scale: float) -> torch.Tensor:
-        """Noise prediction (B, 4, h, w) of the edit pass for latents x, after the source pass on src."""
-        cond, uncond, source = emb
-        B = len(x)
+    # ------------------------------------------------------------------ one source pass + one edit pass per prompt
+    def _pair(self, state: EditState, method: Method, mode: str, xs: list[torch.Tensor], src, t, emb, guidance_scale: float) -> list[torch.Tensor]:
+        """Noise predictions (B, 4, h, w) of the edit pass for each prompt's latents xs[p], after ONE
+        source pass on src: the source branch's features, correspondences and injected q/k are the
+        same for every prompt (they depend on the inverted video only), so P prompts cost 1 + P passes
+        (1 + 2P UNet batches with guidance), not 2P. Prompt p reads and writes `state.kf_outs[p]`."""
+        conds, uncond, source = emb
+        B = len(src)
         ff = self.config.ff_chunk if mode == "keyframes" else 0
         if method.inject or method.propagate:
             state.set("source", mode)
             with self.branches.use(method.source_branch) as unet, feed_forward_chunks(unet, B, ff):
                 unet(src, t, encoder_hidden_states=source.expand(B, -1, -1))
-        state.set("edit", mode)
-        if state.groups == 2:
-            lat, text = torch.cat([x, x]), torch.cat([uncond.expand(B, -1, -1), cond.expand(B, -1, -1)])
-        else:
-            lat, text = x, cond.expand(B, -1, -1)
-        with self.branches.use(method.edit_branch) as unet, feed_forward_chunks(unet, len(lat), ff):
-            eps = unet(lat, t, encoder_hidden_states=text).sample
+        out = []
+        for p, (x, cond) in enumerate(zip(xs, conds)):
+            state.kf_out = state.kf_outs[p]
+            state.set("edit", mode)
+            if state.groups == 2:
+                lat, text = torch.cat([x, x]), torch.cat([uncond.expand(B, -1, -1), cond.expand(B, -1, -1)])
+            else:
+                lat, text = x, cond.expand(B, -1, -1)
+            with self.branches.use(method.edit_branch) as unet, feed_forward_chunks(unet, len(lat), ff):
+                eps = unet(lat, t, encoder_hidden_states=text).sample
+            if state.groups == 2:
+                eps_u, eps_c = eps.chunk(2)
+                eps = eps_u + guidance_scale * (eps_c - eps_u)
+            out.append(eps)
         state.end_pass_pair()
         state.role = "off"
-        if state.groups == 2:
-            eps_u, eps_c = eps.chunk(2)
-            eps = eps_u + guidance_scale * (eps_c - eps_u)
-        return eps
+        return out
 
     # ------------------------------------------------------------------ the call
     @torch.no_grad()
     def __call__(
         self,
-        prompt: str,
+        prompt: str | Sequence[str],
         inversion: InvertedVideo,
         negative_prompt: str | None = None,
         num_inference_steps: int | None = None,
@@ -228,9 +235,13 @@ class IPFaceDiffPipeline:
         method: str = "ours",
         source_prompt: str | None = None,
         output_type: str = "np",
-    ) -> EditOutput:
+    ) -> EditOutput | list[EditOutput]:
         """Edit `frames` (default: all; a subset is edited as a clip of its own) of the video whose
         inversion cache is `inversion`.
+
+        A list of prompts edits them all in one run sharing the source pass (one EditOutput each, in
+        order; each identical to a run with that prompt alone and the same generator seed: same
+        keyframes, same calls per prompt).
 
         `source_prompt` is the prompt the source pass conditions on (default: the one the cache was
         inverted with). `generator` drives keyframe sampling (DDIM with eta 0 draws nothing else).
@@ -249,7 +260,11 @@ class IPFaceDiffPipeline:
         if len(frame_idx) == 0 or bool((frame_idx[1:] <= frame_idx[:-1]).any()):
             raise InputError(getattr(inversion, "path", None), "frames to edit must be a non-empty increasing list")
         N = len(frame_idx)
-        cond, uncond, source, dropped = self.prompt_embeddings(prompt, negative_prompt, source_prompt)
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts:
+            raise InputError(None, "no prompt: give at least one edit prompt")
+        embs = [self.prompt_embeddings(p, negative_prompt, source_prompt) for p in prompts]
+        conds, (uncond, source) = [e[0] for e in embs], embs[0][1:3]
 
         scheduler = self.components.new_scheduler()
         scheduler.set_timesteps(steps)  # host-side integer timesteps (the step reads them as ints)
@@ -262,7 +277,8 @@ class IPFaceDiffPipeline:
             return inversion.latents(cache_idx[step], frames=frame_idx[sel]).to(device, dtype)
 
         state = EditState(groups=2 if g > 1.0 else 1, chunk=cfg.attn_chunk, observer=self.observer)
-        x = source_latents(0, torch.arange(N))  # edit starts from the inverted x_T
+        x0 = source_latents(0, torch.arange(N))  # every edit starts from the inverted x_T
+        xs = [x0] + [x0.clone() for _ in prompts[1:]]
         history: list[list[int]] = []
         step_s: list[float] = []
         t_start = time.perf_counter()
@@ -270,12 +286,15 @@ class IPFaceDiffPipeline:
             for i, t in enumerate(self._progress(timesteps, f"edit [{m.name}]")):
                 t0 = time.perf_counter()
                 state.step, state.inject_qk, state.inject_f = i, i < n_qk, i < n_f
-                x_next = torch.empty_like(x)
+                xs_next = [torch.empty_like(x) for x in xs]
+                state.kf_outs = [{} for _ in prompts]
 
                 def denoise(sel: torch.Tensor, mode: str) -> None:
-                    xs = x[sel.to(device)]
-                    eps = self._pair(state, m, mode, xs, source_latents(i, sel), t, (cond, uncond, source), g)
-                    x_next[sel.to(device)] = scheduler.step(eps, t, xs).prev_sample
+                    rows = sel.to(device)
+                    cur = [x[rows] for x in xs]
+                    eps = self._pair(state, m, mode, cur, source_latents(i, sel), t, (conds, uncond, source), g)
+                    for x_next, e, c in zip(xs_next, eps, cur):
+                        x_next[rows] = scheduler.step(e, t, c).prev_sample
 
                 if m.propagate:
                     kf = sample_keyframes(N, cfg.keyframe_interval, generator)
@@ -293,25 +312,28 @@ class IPFaceDiffPipeline:
                 state.end_step()
                 for u in unets:  # nothing may have swapped our processors mid-edit
                     assert_installed(u, state)
-                x = x_next
+                xs = xs_next
                 step_s.append(time.perf_counter() - t0)
         edit_s = time.perf_counter() - t_start
 
-        latents = x.cpu()
-        t0 = time.perf_counter()
-        out_frames = None if output_type == "latent" else np.stack(list(self.decode(latents)))
-        info = {
-            "method": asdict(m), "prompt": prompt, "prompt_truncated": dropped, "negative_prompt": negative_prompt,
-            "source_prompt": source_prompt, "steps": steps, "guidance_scale": g, "timesteps": timesteps,
-            "keyframe_interval": cfg.keyframe_interval, "batch_size": cfg.batch_size, "ff_chunk": cfg.ff_chunk, "pnp_attn_t": cfg.pnp_attn_t,
-            "pnp_f_t": cfg.pnp_f_t, "injected_steps": {"qk": n_qk, "resblock": n_f}, "n_frames": N,
-            "frames": frame_idx.tolist(), "keyframes": history, "memory_options": self.memory,
-            "branches": {"source": self._source_of(m.source_branch), "edit": self._source_of(m.edit_branch)},
-            "device": str(device), "dtype": str(dtype).replace("torch.", ""),
-            "timings_s": {"edit": round(edit_s, 4), "per_step": [round(s, 4) for s in step_s],
-                          "decode": round(time.perf_counter() - t0, 4)},
-        }
-        return EditOutput(latents, out_frames, info)
+        outputs = []
+        for p, x, emb in zip(prompts, xs, embs):
+            latents = x.cpu()
+            t0 = time.perf_counter()
+            out_frames = None if output_type == "latent" else np.stack(list(self.decode(latents)))
+            info = {
+                "method": asdict(m), "prompt": p, "prompt_truncated": emb[3], "negative_prompt": negative_prompt,
+                "source_prompt": source_prompt, "prompts_sharing_source_pass": len(prompts), "steps": steps, "guidance_scale": g,
+                "timesteps": timesteps, "keyframe_interval": cfg.keyframe_interval, "batch_size": cfg.batch_size, "ff_chunk": cfg.ff_chunk,
+                "pnp_attn_t": cfg.pnp_attn_t, "pnp_f_t": cfg.pnp_f_t, "injected_steps": {"qk": n_qk, "resblock": n_f}, "n_frames": N,
+                "frames": frame_idx.tolist(), "keyframes": history, "memory_options": self.memory,
+                "branches": {"source": self._source_of(m.source_branch), "edit": self._source_of(m.edit_branch)},
+                "device": str(device), "dtype": str(dtype).replace("torch.", ""),
+                "timings_s": {"edit": round(edit_s, 4), "per_step": [round(s, 4) for s in step_s],
+                              "decode": round(time.perf_counter() - t0, 4)},
+            }
+            outputs.append(EditOutput(latents, out_frames, info))
+        return outputs[0] if isinstance(prompt, str) else outputs
 
     def decode(self, latents: torch.Tensor) -> Iterator[np.ndarray]:
         """uint8 frames (H, W, 3) one by one, VAE-decoded `batch_size` at a time: stream them into a

@@ -39,7 +39,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from .pipeline import IPFaceDiffPipeline
+from .pipeline import EditOutput, IPFaceDiffPipeline
 
 BLOCK = 512  # CUDA's caching allocator rounds every allocation up to 512 bytes
 PHASE_OF_MODE = {"keyframes": "keyframe_pass", "propagate": "propagation_pass", "frame": "frame_pass"}
@@ -199,17 +199,23 @@ class Meter:
 class CallCost:
     flops: int
     excess: int
-    out: tuple[tuple[int, ...], torch.dtype]  # the noise prediction's shape and dtype
-    stored: dict[tuple[str, str], tuple[tuple[int, ...], torch.dtype]]  # (state field, layer) -> shape, dtype
+    out: list[tuple[tuple[int, ...], torch.dtype]]  # each prompt's noise prediction: shape, dtype
+    stored: dict[tuple, tuple[tuple[int, ...], torch.dtype]]  # stored_state key -> shape, dtype
 
 
 # --------------------------------------------------------------------------- the metered pipeline
 
-STORED_FIELDS = ("kf_features", "kf_out")  # EditState entries a pass pair leaves for the step
+def stored_state(state) -> dict[tuple, torch.Tensor]:
+    """What a pass pair leaves in the step state: keyframe features, and each prompt's outputs."""
+    out = {("kf_features", k): v for k, v in state.kf_features.items()}
+    for p, d in enumerate(state.kf_outs):
+        out.update({("kf_outs", p, k): v for k, v in d.items()})
+    return out
 
 
 class MeteredPipeline(IPFaceDiffPipeline):
-    """`IPFaceDiffPipeline` whose source+edit pass pairs are booked per phase in a `Meter`.
+    """`IPFaceDiffPipeline` whose pass pairs (one source pass + one edit pass per prompt) are booked
+    per phase in a `Meter`.
 
     memo=None: every pair runs (a real run, measured). memo={}: each distinct pair signature runs
     once and is replayed after (the rehearsal). Nothing else of the pipeline changes.
@@ -220,36 +226,38 @@ class MeteredPipeline(IPFaceDiffPipeline):
         self.meter, self.memo = meter, memo
 
     @staticmethod
-    def signature(state, method, mode: str, x: torch.Tensor) -> tuple:
+    def signature(state, method, mode: str, xs: list[torch.Tensor]) -> tuple:
         two = int((state.plan.w_next > 0).sum()) if mode == "propagate" else None
-        return (mode, method.name, tuple(x.shape), x.dtype, two, state.inject_qk, state.inject_f, state.groups)
+        return (mode, method.name, len(xs), tuple(xs[0].shape), xs[0].dtype, two, state.inject_qk, state.inject_f, state.groups)
 
-    def _pair(self, state, method, mode, x, src, t, emb, guidance_scale):
+    def _pair(self, state, method, mode, xs, src, t, emb, guidance_scale):
         phase = PHASE_OF_MODE[mode]
         self.meter.calls[phase] += 1
-        key = None if self.memo is None else self.signature(state, method, mode, x)
+        key = None if self.memo is None else self.signature(state, method, mode, xs)
         if key is not None and key in self.memo:
-            return self._replay(state, mode, phase, self.memo[key], x.device)
-        before = {(f, k) for f in STORED_FIELDS for k in getattr(state, f)}
+            return self._replay(state, mode, phase, self.memo[key], src.device)
+        before = set(stored_state(state))
         with self.meter.region(phase) as res:
-            eps = super()._pair(state, method, mode, x, src, t, emb, guidance_scale)
+            eps = super()._pair(state, method, mode, xs, src, t, emb, guidance_scale)
         if key is not None:
-            stored = {(f, k): (tuple(v.shape), v.dtype) for f in STORED_FIELDS for k, v in getattr(state, f).items() if (f, k) not in before}
-            expect = block_bytes(eps.untyped_storage().nbytes()) + sum(
-                block_bytes(getattr(state, f)[k].untyped_storage().nbytes()) for f, k in stored)
+            stored = {k: v for k, v in stored_state(state).items() if k not in before}
+            expect = sum(block_bytes(t.untyped_storage().nbytes()) for t in (*eps, *stored.values()))
             if res.retained != expect:  # the replay would leave other tensors alive than the real call
-                raise RuntimeError(f"{key}: pass pair retained {res.retained} bytes, expected {expect} (output + stored state)")
-            self.memo[key] = CallCost(res.flops, res.excess, (tuple(eps.shape), eps.dtype), stored)
+                raise RuntimeError(f"{key}: pass pair retained {res.retained} bytes, expected {expect} (outputs + stored state)")
+            self.memo[key] = CallCost(res.flops, res.excess, [(tuple(e.shape), e.dtype) for e in eps],
+                                      {k: (tuple(v.shape), v.dtype) for k, v in stored.items()})
         return eps
 
-    def _replay(self, state, mode: str, phase: str, cost: CallCost, device) -> torch.Tensor:
+    def _replay(self, state, mode: str, phase: str, cost: CallCost, device) -> list[torch.Tensor]:
         self.meter.replay(phase, cost.flops, cost.excess)
-        for (f, k), (shape, dtype) in cost.stored.items():
-            getattr(state, f)[k] = torch.empty(shape, dtype=dtype, device=device)
+        for key, (shape, dtype) in cost.stored.items():
+            target = state.kf_features if key[0] == "kf_features" else state.kf_outs[key[1]]
+            target[key[-1]] = torch.empty(shape, dtype=dtype, device=device)
         state.mode = mode
+        state.kf_out = state.kf_outs[len(cost.out) - 1]
         state.end_pass_pair()
         state.role = "off"
-        return torch.empty(cost.out[0], dtype=cost.out[1], device=device)
+        return [torch.empty(shape, dtype=dtype, device=device) for shape, dtype in cost.out]
 
 
 # --------------------------------------------------------------------------- inversion stand-in
@@ -350,17 +358,18 @@ def rehearse_inversion(meter: Meter, components, n_frames: int, steps: int, batc
                 states = invert_latents(components.unet, x0, cond, timesteps, alphas)
                 del frames, x0, states
             if memo is not None:
-                memo[key] = CallCost(res.flops, res.excess, ((), torch.float32), {})
+                memo[key] = CallCost(res.flops, res.excess, [], {})
 
 
-def edit_and_decode(pipe: IPFaceDiffPipeline, meter: Meter, inversion, steps: int, method: str, seed: int, prompt: str) -> dict:
+def edit_and_decode(pipe: IPFaceDiffPipeline, meter: Meter, inversion, steps: int, method: str, seed: int, prompt) -> dict:
     """The edit (latents kept on the device side, as the edit stage does) and the streamed decode."""
     with meter.region("edit_other"):
         out = pipe(prompt, inversion, num_inference_steps=steps, generator=torch.Generator().manual_seed(seed), method=method, output_type="latent")
+    outs = [out] if isinstance(out, EditOutput) else out
     with meter.region("decode"):
-        n = sum(1 for _ in pipe.decode(out.latents))
-    assert n == inversion.n_frames
-    return out.info
+        for o in outs:
+            assert sum(1 for _ in pipe.decode(o.latents)) == inversion.n_frames
+    return outs[0].info
 
 
 def summarise(meter: Meter, extra: dict | None = None) -> dict:
@@ -376,7 +385,7 @@ def summarise(meter: Meter, extra: dict | None = None) -> dict:
 
 
 def rehearse(components, n_frames: int, edit_config, steps: int, invert_steps: int, invert_batch_size: int = 8, method: str = "ours",
-             seed: int = 0, prompt: str = "a person wearing glasses", size: int = 512, memo: dict | None = None) -> dict:
+             seed: int = 0, prompt: str | list[str] = "a person wearing glasses", size: int = 512, memo: dict | None = None) -> dict:
     """One row: the whole video's inversion, edit and decode on `components` (meta), replaying
     repeated call shapes from `memo` (shared across rows of the same architecture and dtype)."""
     from .inversion import ddim_schedule
