@@ -27,6 +27,7 @@ TFLOP = 1e12
 GIB = 1024**3
 # inversion (1 forward) + edit (3 forwards: source, uncond, cond) per frame and step, no joint attention
 FLOOR_TFLOP_PER_FRAME_STEP = (1, 3)
+PROMPTS = ["a person wearing glasses", "an old person", "a person with a beard", "a smiling person"]
 
 
 def parse(argv=None):
@@ -42,6 +43,7 @@ def parse(argv=None):
     ap.add_argument("--method", default="ours")
     ap.add_argument("--ff-chunk", type=int, help="edit.ff_chunk: latents per feed-forward chunk in the keyframe pass (0: off; default: the config's)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--prompts", type=int, default=1, help="P prompts edited in one run sharing the source pass")
     ap.add_argument("--validate", action="store_true", help="first compare against a real CPU run of the tiny models")
     ap.add_argument("--out", required=True)
     ap.add_argument("--plot", help="PNG: FLOPs and peak bytes against frames")
@@ -176,14 +178,15 @@ def main(argv=None) -> int:
     rows = []
     for n in sorted(args.frames):
         t0 = time.perf_counter()
-        row = R.rehearse(comps, n, cfg, args.steps, args.invert_steps, args.batch_size, args.method, args.seed, size=args.size, memo=memo)
+        prompts = PROMPTS[0] if args.prompts == 1 else [PROMPTS[i % len(PROMPTS)] + f" ({i})" for i in range(args.prompts)]
+        row = R.rehearse(comps, n, cfg, args.steps, args.invert_steps, args.batch_size, args.method, args.seed, prompts, args.size, memo=memo)
         row["wall_s"] = round(time.perf_counter() - t0, 1)
         rows.append(derive(row, unet_tflop, args.steps, args.invert_steps, weights))
         print(json.dumps({k: rows[-1][k] for k in ("frames", "tflop_per_frame", "peak_gib_with_weights", "wall_s")}), flush=True)
     result.update({
         "arch": args.arch, "unet_params": sum(p.numel() for p in comps.unet.parameters()), "dtype": args.dtype, "size": args.size,
         "steps": args.steps, "invert_steps": args.invert_steps, "batch_size": args.batch_size, "keyframe_interval": args.keyframe_interval,
-        "method": args.method, "keyframe_attention": "exact", "edit_config": dataclasses.asdict(cfg), "unet_forward_tflop": round(unet_tflop, 4), "weights_bytes": weights,
+        "method": args.method, "prompts": args.prompts, "keyframe_attention": "exact", "edit_config": dataclasses.asdict(cfg), "unet_forward_tflop": round(unet_tflop, 4), "weights_bytes": weights,
         "distinct_call_shapes_measured": len(memo), "hardware": hardware_info(torch.device("cpu")),
         "wall_s": round(time.perf_counter() - t_all, 1), "rows": rows, "targets": targets(rows),
         "notes": [

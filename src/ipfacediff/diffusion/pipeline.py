@@ -182,13 +182,17 @@ class IPFaceDiffPipeline:
     def prompt_embeddings(self, prompt: str, negative_prompt: str | None, source_prompt: str):
         """(cond, uncond, source) embeddings (1, 77, D). Empty edit prompt is rejected; over-long
         prompts warn naming the dropped words (PromptTruncationWarning) and are recorded."""
+        cond, dropped = self.edit_embedding(prompt)
+        return cond, self._embed(negative_prompt or "", True), self._embed(source_prompt or "", True), dropped
+
+    def edit_embedding(self, prompt: str) -> tuple[torch.Tensor, str]:
+        """(cond embedding, the words the 77-token context drops) of one edit prompt."""
         from .models import truncated_text
 
         if not isinstance(prompt, str) or not prompt.strip():
             raise InputError(None, "empty prompt: say what the edit should be, e.g. -p 'a person wearing glasses'")
         dropped = truncated_text(self.components.tokenizer, prompt)
-        cond = self._embed(prompt, allow_empty=False)  # warns naming `dropped`
-        return cond, self._embed(negative_prompt or "", True), self._embed(source_prompt or "", True), dropped
+        return self._embed(prompt, allow_empty=False), dropped  # warns naming `dropped`
 
     # ------------------------------------------------------------------ one source pass + one edit pass per prompt
     def _pair(self, state: EditState, method: Method, mode: str, xs: list[torch.Tensor], src, t, emb, guidance_scale: float) -> list[torch.Tensor]:
@@ -263,8 +267,9 @@ class IPFaceDiffPipeline:
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
             raise InputError(None, "no prompt: give at least one edit prompt")
-        embs = [self.prompt_embeddings(p, negative_prompt, source_prompt) for p in prompts]
-        conds, (uncond, source) = [e[0] for e in embs], embs[0][1:3]
+        embs = [self.edit_embedding(p) for p in prompts]  # (cond, dropped words) per prompt
+        conds = [e[0] for e in embs]
+        uncond, source = self._embed(negative_prompt or "", True), self._embed(source_prompt or "", True)
 
         scheduler = self.components.new_scheduler()
         scheduler.set_timesteps(steps)  # host-side integer timesteps (the step reads them as ints)
@@ -322,7 +327,7 @@ class IPFaceDiffPipeline:
             t0 = time.perf_counter()
             out_frames = None if output_type == "latent" else np.stack(list(self.decode(latents)))
             info = {
-                "method": asdict(m), "prompt": p, "prompt_truncated": emb[3], "negative_prompt": negative_prompt,
+                "method": asdict(m), "prompt": p, "prompt_truncated": emb[1], "negative_prompt": negative_prompt,
                 "source_prompt": source_prompt, "prompts_sharing_source_pass": len(prompts), "steps": steps, "guidance_scale": g,
                 "timesteps": timesteps, "keyframe_interval": cfg.keyframe_interval, "batch_size": cfg.batch_size, "ff_chunk": cfg.ff_chunk,
                 "pnp_attn_t": cfg.pnp_attn_t, "pnp_f_t": cfg.pnp_f_t, "injected_steps": {"qk": n_qk, "resblock": n_f}, "n_frames": N,
