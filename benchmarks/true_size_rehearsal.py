@@ -45,7 +45,8 @@ def parse(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--prompts", type=int, default=1, help="P prompts edited in one run sharing the source pass")
     ap.add_argument("--validate", action="store_true", help="first compare against a real CPU run of the tiny models")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--table", nargs="+", metavar="JSON", help="print the README table of these result files and exit")
+    ap.add_argument("--out")
     ap.add_argument("--plot", help="PNG: FLOPs and peak bytes against frames")
     return ap.parse_args(argv)
 
@@ -149,8 +150,29 @@ def plot(rows: list[dict], path: str, title: str) -> None:
         fig.savefig(tmp, format="png", dpi=110)
 
 
+def table(paths: list[str]) -> str:
+    """Markdown rows (one per file and length) of the committed results."""
+    lines = ["| file | ff_chunk | prompts | frames | K/step | TFLOP total | TFLOP/frame (floor) | peak GiB by phase: invert / keyframe / propagation / decode | peak GiB + weights | rehearsal wall s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for path in paths:
+        res = json.loads(Path(path).read_text())
+        for r in res["rows"]:
+            ph = r["peak_gib_by_phase"]
+            lines.append(
+                f"| `{Path(path).name}` | {res.get('edit_config', {}).get('ff_chunk', 0)} | {res.get('prompts', 1)} | {r['frames']} | {r['keyframes_per_step']} | "
+                f"{r['tflop_total']:,.0f} | {r['tflop_per_frame']:.1f} ({r['floor_tflop_per_frame']:.1f}) | "
+                f"{ph.get('invert', 0):.2f} / {ph.get('keyframe_pass', 0):.2f} / {ph.get('propagation_pass', 0):.2f} / {ph.get('decode', 0):.2f} | "
+                f"{r['peak_gib_with_weights']:.2f} | {r['wall_s']:.0f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     args = parse(argv)
+    if args.table:
+        print(table(args.table))
+        return 0
+    if not args.out:
+        raise SystemExit("--out is required (unless --table)")
     import dataclasses
 
     import torch

@@ -51,23 +51,24 @@ def test_shape_only_inversion_is_an_inverted_video():
 
 @pytest.mark.slow
 def test_rehearsal_matches_a_real_cpu_run(tmp_path):
-    """Same code path, same seed: the meta rehearsal (with repeated call shapes replayed) books the
-    same FLOPs per phase as the real run, exactly (both count the same ops on the same shapes), and
-    the same peak live bytes up to the host-side tensors: blend plans, keyframe indices, timesteps,
-    and scalars live on the host in both runs, which the real CPU run counts (its device IS the host)
-    and the meta run does not. They are small bookkeeping tensors, each one 512-byte block; 64 of
-    them live at once would be 32 KiB, far above the dozen or so the loop holds, so 32 KiB bounds the
-    difference."""
-    n, steps, size = 10, 3, 64
+    """Same code path, same seed: the meta rehearsal (repeated call shapes replayed) books the same
+    FLOPs per phase as the real run, exactly (the same ops on the same shapes), and the same peak
+    live bytes except for tensors on the host: the real CPU run counts them (its device IS the host),
+    the meta run does not, so the rehearsal is never above the real run and below it by at most what
+    the host holds at a peak: one batch of uint8 frames (the inversion's input batch, the decoder's
+    output batch) and bookkeeping tensors (blend plans, keyframe indices, timesteps, scalars: each one
+    512-byte block, a dozen or so live; 64 of them = 32 KiB bounds them)."""
+    n, steps, size, invert_batch = 10, 3, 64, 4
     cfg = EditConfig(steps=steps, batch_size=2, methods=["ours"])  # batches of 2: repeated call shapes
     M.build_tiny(tmp_path / "base", seed=0, sample_size=size)
     comps = M.load_components(tmp_path / "base", "cpu", torch.float32)
     real = R.measure_real(comps, BranchSet(base=comps.unet), synthetic_frames(n, size), cfg, steps, steps,
-                          invert_batch_size=4, work_dir=tmp_path)
-    meta = R.rehearse(R.meta_components("tiny", torch.float32, size), n, cfg, steps, steps, invert_batch_size=4, size=size)
+                          invert_batch_size=invert_batch, work_dir=tmp_path)
+    meta = R.rehearse(R.meta_components("tiny", torch.float32, size), n, cfg, steps, steps, invert_batch_size=invert_batch, size=size)
     assert sum(meta["replayed"].values()) >= 3  # the replay path was exercised
     assert real["pair_calls"] == meta["pair_calls"]
     assert real["flops"] == meta["flops"]
     assert real["flops"]["keyframe_pass"] > 0 and real["flops"]["propagation_pass"] > 0
+    host_bound = R.block_bytes(max(invert_batch, cfg.batch_size) * size * size * 3) + 32 * 1024
     for phase, real_peak in real["peak_bytes"].items():
-        assert abs(meta["peak_bytes"][phase] - real_peak) <= 32 * 1024, (phase, meta["peak_bytes"][phase], real_peak)
+        assert 0 <= real_peak - meta["peak_bytes"][phase] <= host_bound, (phase, meta["peak_bytes"][phase], real_peak)
