@@ -343,11 +343,15 @@ class IPFaceDiffPipeline:
     def decode(self, latents: torch.Tensor) -> Iterator[np.ndarray]:
         """uint8 frames (H, W, 3) one by one, VAE-decoded `batch_size` at a time: stream them into a
         writer and memory stays bounded whatever the video length."""
-        from .models import decode_latents, tensor_to_uint8
-
         bs = self.config.batch_size
         for b in self._progress(range(0, len(latents), bs), "decode", unit="batch"):
-            yield from tensor_to_uint8(decode_latents(self.components, latents[b : b + bs], batch_size=bs).cpu())
+            yield from self._decode_batch(latents[b : b + bs])
+
+    def _decode_batch(self, latents: torch.Tensor) -> np.ndarray:
+        """(B, H, W, 3) uint8 frames of one batch of latents."""
+        from .models import decode_latents, tensor_to_uint8
+
+        return tensor_to_uint8(decode_latents(self.components, latents, batch_size=len(latents)).cpu())
 
     def _source_of(self, branch: str) -> str:
         return "base" if branch == "base" else self.branches.sources.get(branch, "base")
