@@ -10,11 +10,14 @@ Per sampling step t (REFERENCE sections 1-2):
      and future keyframes in the original video's features), edit pass whose self-attention outputs
      are the eq. 4 blend of the keyframes' outputs through those correspondences.
 Everything goes through attention processors and forward hooks installed for the duration of a call
-(after memory options, checked), on every distinct UNet of the branch set.
+(after memory options, checked), on every distinct UNet of the branch set. Several prompts in one call
+share every source pass (it depends on the inverted video only): one source + one edit pass per prompt.
 
 Memory: the edit latents of all frames are held (4 x h/8 x w/8 per frame); UNet work is streamed in
-batches; what grows with the video is only the keyframes' per-layer features and outputs (one
-keyframe per `keyframe_interval` frames), which joint attention needs at once by definition.
+batches; what grows with the video is the keyframe pass: its batch, and the keyframes' per-layer
+features and outputs (one keyframe per `keyframe_interval` frames, about 69 MB each at 512 px in
+16-bit), which exact joint attention needs at once by definition. Its feed-forward temporaries are
+chunked (`ff_chunk`). benchmarks/true_size_rehearsal.py measures all of it at true size.
 """
 
 from __future__ import annotations
