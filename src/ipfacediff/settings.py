@@ -212,6 +212,7 @@ class EditSettings:
     pnp_f_t: float = 0.8
     batch_size: int = field(default=8, metadata=RUNTIME)  # frames per UNet call
     attn_chunk: int = field(default=4096, metadata=RUNTIME)  # queries per attention / nearest-neighbour call
+    ff_chunk: int = field(default=16, metadata=RUNTIME)  # latents per feed-forward chunk in the keyframe pass (0: all)
     attention_slicing: str | int | None = field(default=None, metadata=RUNTIME)  # diffusers' cross-attention slicing
     vae_slicing: bool = field(default=True, metadata=RUNTIME)
     vae_tiling: bool = False
@@ -219,7 +220,8 @@ class EditSettings:
     def __post_init__(self):
         checks = {
             "steps": self.steps >= 1, "batch_size": self.batch_size >= 1, "keyframe_interval": self.keyframe_interval >= 1,
-            "attn_chunk": self.attn_chunk >= 1, "pnp_attn_t": 0 <= self.pnp_attn_t <= 1, "pnp_f_t": 0 <= self.pnp_f_t <= 1,
+            "attn_chunk": self.attn_chunk >= 1, "ff_chunk": self.ff_chunk >= 0,
+            "pnp_attn_t": 0 <= self.pnp_attn_t <= 1, "pnp_f_t": 0 <= self.pnp_f_t <= 1,
             "guidance_scale": self.guidance_scale >= 0,
         }
         bad = [k for k, ok in checks.items() if not ok]

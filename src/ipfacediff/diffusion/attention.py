@@ -89,6 +89,9 @@ class EditState:
     resnet: dict[str, torch.Tensor] = field(default_factory=dict)
     kf_features: dict[str, torch.Tensor] = field(default_factory=dict)
     kf_out: dict[str, torch.Tensor] = field(default_factory=dict)
+    # one `kf_out` per prompt when several prompts share the source pass; the pipeline points
+    # `kf_out` at the current prompt's before each edit pass
+    kf_outs: list[dict[str, torch.Tensor]] = field(default_factory=list)
     corr: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     step: int = 0  # sampling step index (for observers)
     # observer(state, layer, q, k): sees the q/k each self-attention actually used (None when the
@@ -110,6 +113,8 @@ class EditState:
         self.end_pass_pair()
         self.kf_features.clear()
         self.kf_out.clear()
+        for d in self.kf_outs:
+            d.clear()
         self.keyframes = self.plan = None
         self.role = "off"
 

@@ -10,11 +10,14 @@ Per sampling step t (IP-FaceDiff, arXiv 2501.07530, on TokenFlow's keyframe edit
      and future keyframes in the original video's features), edit pass whose self-attention outputs
      are the eq. 4 blend of the keyframes' outputs through those correspondences.
 Everything goes through attention processors and forward hooks installed for the duration of a call
-(after memory options, checked), on every distinct UNet of the branch set.
+(after memory options, checked), on every distinct UNet of the branch set. Several prompts in one call
+share every source pass (it depends on the inverted video only): one source + one edit pass per prompt.
 
 Memory: the edit latents of all frames are held (4 x h/8 x w/8 per frame); UNet work is streamed in
-batches; what grows with the video is only the keyframes' per-layer features and outputs (one
-keyframe per `keyframe_interval` frames), which joint attention needs at once by definition.
+batches; what grows with the video is the keyframe pass: its batch, and the keyframes' per-layer
+features and outputs (one keyframe per `keyframe_interval` frames, about 69 MB each at 512 px in
+16-bit), which exact joint attention needs at once by definition. Its feed-forward temporaries are
+chunked (`ff_chunk`). benchmarks/true_size_rehearsal.py measures all of it at true size.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
@@ -37,6 +40,23 @@ from .propagation import blend_plan, sample_keyframes
 
 
 EditConfig = EditSettings  # params `edit` (settings.py); the name the tests and benchmarks use
+
+
+@runtime_checkable
+class InvertedVideo(Protocol):
+    """What the editor reads from a video's DDIM inversion: `inversion.InversionCache` (the
+    safetensors file) or an in-memory stand-in (`rehearsal.ShapeOnlyInversion`)."""
+
+    @property
+    def n_frames(self) -> int: ...
+
+    @property
+    def timesteps(self) -> list[int]: ...
+
+    @property
+    def prompt(self) -> str: ...
+
+    def latents(self, step_index: int, frames: slice | Sequence[int] | None = None) -> torch.Tensor: ...
 
 
 @dataclass
@@ -56,6 +76,29 @@ def apply_memory_options(unets: Sequence[torch.nn.Module], vae, attention_slicin
     if vae_tiling:
         vae.enable_tiling()
     return {"attention_slicing": attention_slicing, "vae_slicing": bool(vae_slicing), "vae_tiling": bool(vae_tiling)}
+
+
+def largest_divisor_at_most(n: int, limit: int) -> int:
+    """The largest divisor of `n` that is <= `limit` (diffusers' chunked feed-forward needs equal chunks)."""
+    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
+
+
+@contextlib.contextmanager
+def feed_forward_chunks(unet, batch: int, limit: int) -> Iterator[None]:
+    """Run every transformer block's feed-forward over at most `limit` latents at a time (diffusers'
+    `set_chunk_feed_forward` on the batch axis): the keyframe pass's batch grows with the video, its
+    feed-forward temporaries (8x the hidden width per token) then do not. Per-token maths unchanged."""
+    blocks = [m for m in unet.modules() if hasattr(m, "set_chunk_feed_forward")]
+    if limit <= 0 or batch <= limit:
+        yield
+        return
+    for b in blocks:
+        b.set_chunk_feed_forward(largest_divisor_at_most(batch, limit), dim=0)
+    try:
+        yield
+    finally:
+        for b in blocks:
+            b.set_chunk_feed_forward(None, dim=0)
 
 
 def cache_steps(cache_timesteps: Sequence[int], timesteps: Sequence[int], path=None) -> list[int]:
@@ -112,43 +155,56 @@ class IPFaceDiffPipeline:
     def prompt_embeddings(self, prompt: str, negative_prompt: str | None, source_prompt: str):
         """(cond, uncond, source) embeddings (1, 77, D). Empty edit prompt is rejected; over-long
         prompts warn naming the dropped words (PromptTruncationWarning) and are recorded."""
+        cond, dropped = self.edit_embedding(prompt)
+        return cond, self._embed(negative_prompt or "", True), self._embed(source_prompt or "", True), dropped
+
+    def edit_embedding(self, prompt: str) -> tuple[torch.Tensor, str]:
+        """(cond embedding, the words the 77-token context drops) of one edit prompt."""
         from .models import truncated_text
 
         if not isinstance(prompt, str) or not prompt.strip():
             raise InputError(None, "empty prompt: say what the edit should be, e.g. -p 'a person wearing glasses'")
         dropped = truncated_text(self.components.tokenizer, prompt)
-        cond = self._embed(prompt, allow_empty=False)  # warns naming `dropped`
-        return cond, self._embed(negative_prompt or "", True), self._embed(source_prompt or "", True), dropped
+        return self._embed(prompt, allow_empty=False), dropped  # warns naming `dropped`
 
-    # ------------------------------------------------------------------ one source + edit pair
-    def _pair(self, state: EditState, method: Method, mode: str, x, src, t, emb, guidance_scale: float) -> torch.Tensor:
-        """Noise prediction (B, 4, h, w) of the edit pass for latents x, after the source pass on src."""
-        cond, uncond, source = emb
-        B = len(x)
+    # ------------------------------------------------------------------ one source pass + one edit pass per prompt
+    def _pair(self, state: EditState, method: Method, mode: str, xs: list[torch.Tensor], src, t, emb,
+              guidance_scale: float) -> list[torch.Tensor]:
+        """Noise predictions (B, 4, h, w) of the edit pass for each prompt's latents xs[p], after ONE
+        source pass on src: the source branch's features, correspondences and injected q/k are the
+        same for every prompt (they depend on the inverted video only), so P prompts cost 1 + P passes
+        (1 + 2P UNet batches with guidance), not 2P. Prompt p reads and writes `state.kf_outs[p]`."""
+        conds, uncond, source = emb
+        B = len(src)
+        ff = self.config.ff_chunk if mode == "keyframes" else 0
         if method.inject or method.propagate:
             state.set("source", mode)
-            with self.branches.use(method.source_branch) as unet:
+            with self.branches.use(method.source_branch) as unet, feed_forward_chunks(unet, B, ff):
                 unet(src, t, encoder_hidden_states=source.expand(B, -1, -1))
-        state.set("edit", mode)
-        if state.groups == 2:
-            lat, text = torch.cat([x, x]), torch.cat([uncond.expand(B, -1, -1), cond.expand(B, -1, -1)])
-        else:
-            lat, text = x, cond.expand(B, -1, -1)
-        with self.branches.use(method.edit_branch) as unet:
-            eps = unet(lat, t, encoder_hidden_states=text).sample
+        out = []
+        for p, (x, cond) in enumerate(zip(xs, conds)):
+            state.kf_out = state.kf_outs[p]
+            state.set("edit", mode)
+            if state.groups == 2:
+                lat, text = torch.cat([x, x]), torch.cat([uncond.expand(B, -1, -1), cond.expand(B, -1, -1)])
+            else:
+                lat, text = x, cond.expand(B, -1, -1)
+            with self.branches.use(method.edit_branch) as unet, feed_forward_chunks(unet, len(lat), ff):
+                eps = unet(lat, t, encoder_hidden_states=text).sample
+            if state.groups == 2:
+                eps_u, eps_c = eps.chunk(2)
+                eps = eps_u + guidance_scale * (eps_c - eps_u)
+            out.append(eps)
         state.end_pass_pair()
         state.role = "off"
-        if state.groups == 2:
-            eps_u, eps_c = eps.chunk(2)
-            eps = eps_u + guidance_scale * (eps_c - eps_u)
-        return eps
+        return out
 
     # ------------------------------------------------------------------ the call
     @torch.no_grad()
     def __call__(
         self,
-        prompt: str,
-        inversion,
+        prompt: str | Sequence[str],
+        inversion: InvertedVideo,
         negative_prompt: str | None = None,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
@@ -159,13 +215,18 @@ class IPFaceDiffPipeline:
         output_type: str = "np",
         callback_on_step_end: Callable[..., None] | None = None,
         resume: dict | None = None,
-    ) -> EditOutput:
+    ) -> EditOutput | list[EditOutput]:
         """Edit `frames` (default: all; a subset is edited as a clip of its own) of the video whose
         inversion cache is `inversion`.
 
+        A list of prompts edits them all in one run sharing the source pass (one EditOutput each, in
+        order; each identical to a run with that prompt alone and the same generator seed: same
+        keyframes, same calls per prompt).
+
         `callback_on_step_end(pipe, step, timestep, state)` runs after every denoising step with
-        state = {"step": steps done, "latents", "generator_state", "keyframes"}; passing such a
-        state back as `resume` continues from it and gives the same result as an uninterrupted call.
+        state = {"step": steps done, "latents", "generator_state", "keyframes"} ("latents" stacked
+        over prompts when `prompt` is a list); passing such a state back as `resume` continues from it
+        and gives the same result as an uninterrupted call.
 
         `source_prompt` is the prompt the source pass conditions on (default: the one the cache was
         inverted with). `generator` drives keyframe sampling (DDIM with eta 0 draws nothing else).
@@ -184,10 +245,15 @@ class IPFaceDiffPipeline:
         if len(frame_idx) == 0 or bool((frame_idx[1:] <= frame_idx[:-1]).any()):
             raise InputError(getattr(inversion, "path", None), "frames to edit must be a non-empty increasing list")
         N = len(frame_idx)
-        cond, uncond, source, dropped = self.prompt_embeddings(prompt, negative_prompt, source_prompt)
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts:
+            raise InputError(None, "no prompt: give at least one edit prompt")
+        embs = [self.edit_embedding(p) for p in prompts]  # (cond, dropped words) per prompt
+        conds = [e[0] for e in embs]
+        uncond, source = self._embed(negative_prompt or "", True), self._embed(source_prompt or "", True)
 
         scheduler = self.components.new_scheduler()
-        scheduler.set_timesteps(steps, device=device)
+        scheduler.set_timesteps(steps)  # host-side integer timesteps (the step reads them as ints)
         timesteps = [int(t) for t in scheduler.timesteps]
         cache_idx = cache_steps(inversion.timesteps, timesteps, getattr(inversion, "path", None))
         n_qk = injection_steps(steps, cfg.pnp_attn_t) if m.inject else 0
@@ -197,12 +263,17 @@ class IPFaceDiffPipeline:
             return inversion.latents(cache_idx[step], frames=frame_idx[sel]).to(device, dtype)
 
         state = EditState(groups=2 if g > 1.0 else 1, chunk=cfg.attn_chunk, observer=self.observer)
-        x = source_latents(0, torch.arange(N))  # edit starts from the inverted x_T
+        x0 = source_latents(0, torch.arange(N))  # every edit starts from the inverted x_T
+        xs = [x0] + [x0.clone() for _ in prompts[1:]]
         history: list[list[int]] = []
         step_s: list[float] = []
         first_step = 0
         if resume is not None:  # state saved by callback_on_step_end: steps before it are done
-            first_step, x, history = int(resume["step"]), resume["latents"].to(device, dtype), list(resume["keyframes"])
+            first_step, history = int(resume["step"]), list(resume["keyframes"])
+            saved = resume["latents"].to(device, dtype)
+            xs = [saved] if isinstance(prompt, str) else list(saved.unbind(0))
+            if len(xs) != len(prompts):
+                raise InputError(None, f"resume state holds {len(xs)} prompts' latents, this call edits {len(prompts)}")
             if generator is not None and resume.get("generator_state") is not None:
                 generator.set_state(resume["generator_state"])
         t_start = time.perf_counter()
@@ -212,12 +283,15 @@ class IPFaceDiffPipeline:
                     continue
                 t0 = time.perf_counter()
                 state.step, state.inject_qk, state.inject_f = i, i < n_qk, i < n_f
-                x_next = torch.empty_like(x)
+                xs_next = [torch.empty_like(x) for x in xs]
+                state.kf_outs = [{} for _ in prompts]
 
                 def denoise(sel: torch.Tensor, mode: str) -> None:
-                    xs = x[sel.to(device)]
-                    eps = self._pair(state, m, mode, xs, source_latents(i, sel), t, (cond, uncond, source), g)
-                    x_next[sel.to(device)] = scheduler.step(eps, t, xs).prev_sample
+                    rows = sel.to(device)
+                    cur = [x[rows] for x in xs]
+                    eps = self._pair(state, m, mode, cur, source_latents(i, sel), t, (conds, uncond, source), g)
+                    for x_next, e, c in zip(xs_next, eps, cur):
+                        x_next[rows] = scheduler.step(e, t, c).prev_sample
 
                 if m.propagate:
                     kf = sample_keyframes(N, cfg.keyframe_interval, generator)
@@ -235,37 +309,45 @@ class IPFaceDiffPipeline:
                 state.end_step()
                 for u in unets:  # nothing may have swapped our processors mid-edit
                     assert_installed(u, state)
-                x = x_next
+                xs = xs_next
                 step_s.append(time.perf_counter() - t0)
                 if callback_on_step_end is not None:
-                    callback_on_step_end(self, i, t, {"step": i + 1, "latents": x, "keyframes": [list(k) for k in history],
+                    latents_now = xs[0] if isinstance(prompt, str) else torch.stack(xs)
+                    callback_on_step_end(self, i, t, {"step": i + 1, "latents": latents_now, "keyframes": [list(k) for k in history],
                                                       "generator_state": None if generator is None else generator.get_state()})
         edit_s = time.perf_counter() - t_start
 
-        latents = x.cpu()
-        t0 = time.perf_counter()
-        out_frames = None if output_type == "latent" else np.stack(list(self.decode(latents)))
-        info = {
-            "method": asdict(m), "prompt": prompt, "prompt_truncated": dropped, "negative_prompt": negative_prompt,
-            "source_prompt": source_prompt, "steps": steps, "guidance_scale": g, "timesteps": timesteps,
-            "keyframe_interval": cfg.keyframe_interval, "batch_size": cfg.batch_size, "pnp_attn_t": cfg.pnp_attn_t,
-            "pnp_f_t": cfg.pnp_f_t, "injected_steps": {"qk": n_qk, "resblock": n_f}, "n_frames": N,
-            "frames": frame_idx.tolist(), "keyframes": history, "memory_options": self.memory,
-            "branches": {"source": self._source_of(m.source_branch), "edit": self._source_of(m.edit_branch)},
-            "device": str(device), "dtype": str(dtype).replace("torch.", ""),
-            "timings_s": {"edit": round(edit_s, 4), "per_step": [round(s, 4) for s in step_s],
-                          "decode": round(time.perf_counter() - t0, 4)},
-        }
-        return EditOutput(latents, out_frames, info)
+        outputs = []
+        for p, x, emb in zip(prompts, xs, embs):
+            latents = x.cpu()
+            t0 = time.perf_counter()
+            out_frames = None if output_type == "latent" else np.stack(list(self.decode(latents)))
+            info = {
+                "method": asdict(m), "prompt": p, "prompt_truncated": emb[1], "negative_prompt": negative_prompt,
+                "source_prompt": source_prompt, "prompts_sharing_source_pass": len(prompts), "steps": steps, "guidance_scale": g,
+                "timesteps": timesteps, "keyframe_interval": cfg.keyframe_interval, "batch_size": cfg.batch_size, "ff_chunk": cfg.ff_chunk,
+                "pnp_attn_t": cfg.pnp_attn_t, "pnp_f_t": cfg.pnp_f_t, "injected_steps": {"qk": n_qk, "resblock": n_f}, "n_frames": N,
+                "frames": frame_idx.tolist(), "keyframes": history, "memory_options": self.memory,
+                "branches": {"source": self._source_of(m.source_branch), "edit": self._source_of(m.edit_branch)},
+                "device": str(device), "dtype": str(dtype).replace("torch.", ""),
+                "timings_s": {"edit": round(edit_s, 4), "per_step": [round(s, 4) for s in step_s],
+                              "decode": round(time.perf_counter() - t0, 4)},
+            }
+            outputs.append(EditOutput(latents, out_frames, info))
+        return outputs[0] if isinstance(prompt, str) else outputs
 
     def decode(self, latents: torch.Tensor) -> Iterator[np.ndarray]:
         """uint8 frames (H, W, 3) one by one, VAE-decoded `batch_size` at a time: stream them into a
         writer and memory stays bounded whatever the video length."""
-        from .models import decode_latents, tensor_to_uint8
-
         bs = self.config.batch_size
         for b in self._progress(range(0, len(latents), bs), "decode", unit="batch"):
-            yield from tensor_to_uint8(decode_latents(self.components, latents[b : b + bs], batch_size=bs).cpu())
+            yield from self._decode_batch(latents[b : b + bs])
+
+    def _decode_batch(self, latents: torch.Tensor) -> np.ndarray:
+        """(B, H, W, 3) uint8 frames of one batch of latents."""
+        from .models import decode_latents, tensor_to_uint8
+
+        return tensor_to_uint8(decode_latents(self.components, latents, batch_size=len(latents)).cpu())
 
     def _source_of(self, branch: str) -> str:
         return "base" if branch == "base" else self.branches.sources.get(branch, "base")

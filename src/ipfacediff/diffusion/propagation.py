@@ -114,10 +114,12 @@ def correspondences(
     ident = torch.arange(S, device=features.device).expand(B, S)
     is_kf = (plan.frames.to(keyframes.device)[:, None] == keyframes[None]).any(1).to(features.device)
     idx_prev = nearest_neighbours(features, kf_features[plan.prev.to(kf_features.device)], chunk)
-    two = plan.w_next > 0
+    # rows with a second keyframe, as integer positions computed on the host from the plan: no
+    # device-side boolean mask, so shapes never depend on device data (meta-device rehearsal)
+    two = (plan.w_next > 0).nonzero().squeeze(1)
     idx_next = idx_prev.clone()
-    if bool(two.any()):
-        sel = two.to(features.device)
-        idx_next[sel] = nearest_neighbours(features[sel], kf_features[plan.next.to(kf_features.device)[sel]], chunk)
+    if len(two):
+        rows = two.to(features.device)
+        idx_next[rows] = nearest_neighbours(features[rows], kf_features[plan.next[two].to(kf_features.device)], chunk)
     keep = is_kf[:, None]
     return torch.where(keep, ident, idx_prev), torch.where(keep, ident, idx_next)

@@ -167,8 +167,11 @@ def time_video(
             invert_video(components, branches, frames, cache_path, "", invert_steps, invert_batch_size, progress=progress)
         pipe = IPFaceDiffPipeline(components, branches, edit_config, progress=progress)
         with measure(device) as edit:
-            out = pipe(prompt, InversionCache(cache_path), generator=torch.Generator().manual_seed(seed), method=method)
-    assert out.frames is not None and len(out.frames) == len(frames)
+            out = pipe(prompt, InversionCache(cache_path), generator=torch.Generator().manual_seed(seed), method=method,
+                       output_type="latent")
+            # decoded frames streamed as a writer would take them: never all held at once
+            decoded = sum(1 for _ in pipe.decode(out.latents))
+    assert decoded == len(frames)
     n = len(frames)
     return {
         "frames": n,
