@@ -18,7 +18,7 @@ frames with two keyframes, injection flags, CFG groups, method) and later calls 
 replayed: their FLOPs added, their peak excess over the bytes live at the call applied, and the
 tensors they leave behind (noise prediction; keyframe features/outputs in the step state) allocated
 with the recorded shapes. The loop around them is the real one, so which calls happen and which
-tensors stay alive is the real code path's. `tests/test_rehearsal.py` checks the replay against a real
+tensors stay alive is the real code path's. `tests/test_true_size_rehearsal.py` checks the replay against a real
 CPU run of the tiny models: FLOPs equal, peak bytes within a stated tolerance.
 """
 
