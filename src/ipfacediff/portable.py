@@ -38,8 +38,10 @@ def portable_path(path: str | os.PathLike, root: str | os.PathLike | None = None
     if not p.is_absolute():
         return p.as_posix()
     p = p.resolve()
-    prefixes = [("", Path(root).resolve() if root else REPO_ROOT)]
-    prefixes += [("site-packages:", r) for r in _package_roots()]
+    # installed packages first: a virtualenv inside the checkout (`make setup`'s .venv) is still
+    # "site-packages", not a repository path that depends on where the venv was made
+    prefixes = [("site-packages:", r) for r in _package_roots()]
+    prefixes += [("", Path(root).resolve() if root else REPO_ROOT)]
     hf = _hf_cache()
     if hf is not None:
         prefixes.append(("hf-cache:", hf))

@@ -139,9 +139,9 @@ def opt_tokenizer(work: Path):
     offline: one token per byte, no merges (OPT's real 50k-merge table cannot be downloaded here)."""
     from transformers import GPT2Tokenizer
 
-    from .diffusion.models import _bytes_to_unicode
+    from .diffusion.tokenizer import bytes_to_unicode
 
-    vocab = ["<s>", "<pad>", "</s>", "<unk>", *_bytes_to_unicode().values()]
+    vocab = ["<s>", "<pad>", "</s>", "<unk>", *bytes_to_unicode().values()]
     work.mkdir(parents=True, exist_ok=True)
     (work / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}, ensure_ascii=False))
     (work / "merges.txt").write_text("#version: 0.2\n")

@@ -20,7 +20,7 @@ def clip_bpe_path() -> Path:
     return path
 
 
-def _bytes_to_unicode() -> dict[int, str]:
+def bytes_to_unicode() -> dict[int, str]:
     # OpenAI CLIP's reversible byte -> printable-unicode table (vocab order depends on it)
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
@@ -37,7 +37,7 @@ def write_clip_tokenizer_files(out_dir: Path) -> tuple[Path, Path]:
     """vocab.json + merges.txt from open_clip's BPE file, built the way OpenAI CLIP builds its vocabulary."""
     lines = gzip.open(clip_bpe_path()).read().decode("utf-8").split("\n")
     merges = lines[1 : 49152 - 256 - 2 + 1]
-    byte_vocab = list(_bytes_to_unicode().values())
+    byte_vocab = list(bytes_to_unicode().values())
     vocab = byte_vocab + [v + "</w>" for v in byte_vocab] + ["".join(m.split()) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
     out_dir.mkdir(parents=True, exist_ok=True)
