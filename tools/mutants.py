@@ -18,7 +18,7 @@ PROP = "tests/test_propagation.py"
 ATTN = "tests/test_attention.py"
 INJ = "tests/test_injection.py"
 
-ATT, PRO, INJF, PIP, INV, MOD = (f"ipfacediff/diffusion/{m}.py" for m in ("attention", "propagation", "injection", "pipeline", "inversion", "models"))
+ATT, PRO, INJF, PIP, INV, LAT = (f"ipfacediff/diffusion/{m}.py" for m in ("attention", "propagation", "injection", "pipeline", "inversion", "latents"))
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ MUTANTS: list[Mutant] = [
            ((PRO, "starts = torch.arange(0, n_frames, interval)", "starts = torch.arange(0, n_frames, interval + 1)"),),
            (f"{PROP}::test_keyframes_one_per_block_every_block_seeded", STEPS)),
     Mutant("source_pass_wrong_branch", "source pass runs the edit branch instead of the identity branch",
-           ((PIP, "with self.branches.use(method.source_branch) as unet:", "with self.branches.use(method.edit_branch) as unet:"),),
+           ((PIP, "with self.branches.use(method.source_branch) as unet,", "with self.branches.use(method.edit_branch) as unet,"),),
            (STEPS,)),
     Mutant("source_pass_wrong_step", "source pass reads the inverted latents of the next step",
            ((PIP, "source_latents(i, sel), t,", "source_latents(min(i + 1, steps), sel), t,"),),
@@ -110,9 +110,9 @@ MUTANTS: list[Mutant] = [
              "x = ddim_step(x, _eps(unet, x, timesteps[min(i + 1, len(timesteps) - 1)], cond), alphas[i + 1], alphas[i])"),),
            (INVERSION,)),
     Mutant("wrong_latent_scaling_encode", "VAE latents divided by the scaling factor instead of multiplied",
-           ((MOD, "return torch.cat(out) * vae.config.scaling_factor", "return torch.cat(out) / vae.config.scaling_factor"),),
+           ((LAT, "return torch.cat(out) * vae.config.scaling_factor", "return torch.cat(out) / vae.config.scaling_factor"),),
            (INVERSION,)),
     Mutant("wrong_latent_scaling_decode", "latents multiplied by the scaling factor before decoding instead of divided",
-           ((MOD, "vae.decode(b.to(vae.device, vae.dtype) / vae.config.scaling_factor)", "vae.decode(b.to(vae.device, vae.dtype) * vae.config.scaling_factor)"),),
+           ((LAT, "vae.decode(b.to(vae.device, vae.dtype) / vae.config.scaling_factor)", "vae.decode(b.to(vae.device, vae.dtype) * vae.config.scaling_factor)"),),
            (END2END,)),
 ]
