@@ -1,5 +1,6 @@
 """Identity loss: SFace ONNX -> torch conversion, ArcFace IResNet loading, differentiable alignment,
-and the loss on real faces (same person lower than different people)."""
+and the loss on real faces (same person lower than different people). The recognisers are the
+registry's torch cores (ipfacediff.recognition), the very modules the metrics' numpy adapters run."""
 
 from __future__ import annotations
 
@@ -11,17 +12,10 @@ import torch
 
 from ipfacediff.errors import InputError
 from ipfacediff.face import ARCFACE_112, align_transform, crop, detect_faces, template, umeyama
-from ipfacediff.train.identity_net import (
-    AlignToRecognizer,
-    IdentityDistance,
-    IResNet,
-    dequantize_blockwise,
-    layers_from_state_dict,
-    load_recognizer,
-    sface_onnx_path,
-    sface_torch_module,
-    strip_stale_inputs,
-)
+from ipfacediff.recognition.arcface import IResNet, layers_from_state_dict
+from ipfacediff.recognition.onnx_torch import dequantize_blockwise, onnx_torch_module, strip_stale_inputs
+from ipfacediff.recognition.sface import packaged_weights as sface_onnx_path
+from ipfacediff.train.identity_net import AlignToRecognizer, IdentityDistance, load_recognizer
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +75,7 @@ def test_sface_torch_matches_onnxruntime_and_cv2_on_real_faces(media_dir):
     opts.log_severity_level = 3
     sess = ort.InferenceSession(strip_stale_inputs(onnx.load(str(sface_onnx_path()))).SerializeToString(), opts)
     cv_rec = cv2.FaceRecognizerSF.create(str(sface_onnx_path()), "")
-    net = sface_torch_module()
+    net = onnx_torch_module(sface_onnx_path())
     faces = [_aligned(_read(p), 112) for p in sorted((media_dir / "stills").iterdir())]
     faces += [_aligned(f, 112) for f in _video_frames(media_dir / "videos" / "grid_lwbsza.mpg", [10])]
     assert len(faces) >= 4

@@ -89,6 +89,29 @@ def test_same_person_closer_than_different_people(name, media_faces):
 
 
 @pytest.mark.media
+def test_sface_metrics_adapter_matches_opencvs_recogniser_on_the_same_onnx(media_faces):
+    """The metrics' SFace (numpy adapter over the torch core that the identity loss also runs) gives
+    OpenCV's own `cv2.FaceRecognizerSF.feature` on the packaged ONNX graph, on real aligned faces.
+
+    Tolerance 1e-5 on unit-norm embeddings: both are float32 conv stacks over the same dequantised
+    weights (fan-in up to 3x3x512 = 4608), so only summation order differs: ~eps * sqrt(fan-in) =
+    1.2e-7 * 68 ~ 1e-5 relative in the worst layer as an upper bound; measured 4.4e-7 (23 faces, and
+    OpenCV vs onnxruntime 3.4e-7). Feeding the graph BGR instead (a channel-order slip) moves it 0.13.
+    """
+    import cv2
+
+    from ipfacediff.packaged import SFACE, locate
+
+    rec = get_recognizer("sface")
+    crops = np.stack([rec.align(f, lm) for fl in media_faces.values() for f, lm in fl[:2]])
+    opencv = cv2.FaceRecognizerSF.create(str(locate(SFACE)), "")
+    ref = np.stack([opencv.feature(np.ascontiguousarray(c[:, :, ::-1]))[0] for c in crops])  # it takes BGR images
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    assert np.abs(rec.embed(crops) - ref).max() < 1e-5
+    assert np.abs(rec.embed(crops[..., ::-1].copy()) - ref).max() > 1e-2  # the check sees channel order
+
+
+@pytest.mark.media
 def test_dlib_template_reproduces_dlibs_own_chip(media_dir):
     """Aligning YuNet points to DLIB_CHIP_150 gives (nearly) the embedding of dlib's own pipeline
     (5-point shape predictor + get_face_chip): 0.985 measured, other people 0.84-0.88."""

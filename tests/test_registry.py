@@ -156,20 +156,45 @@ def test_a_registered_metrics_recogniser_is_loaded_by_name(monkeypatch, tmp_path
     assert rec.info()["name"] == "mean_colour"
 
 
-def test_a_registered_loss_recogniser_is_loaded_by_name(monkeypatch):
-    """A new differentiable recogniser for the identity loss: one LOSS_RECOGNIZERS entry."""
+def test_a_registered_torch_recogniser_serves_the_metrics_and_the_loss(monkeypatch, tmp_path):
+    """A recogniser with a torch network: a TorchRecognizer subclass (its frozen core) + one BACKENDS entry.
+    `metrics.recognizers` and `finetune_id.recognizer` both select it, and both run the same module."""
+    import numpy as np
     import torch
 
+    from ipfacediff import recognition
+    from ipfacediff.metrics.evaluate import load_recognizers
+    from ipfacediff.recognition.templates import ARCFACE_112
+    from ipfacediff.settings import MetricsSettings
     from ipfacediff.train import identity_net
 
-    def toy(weights):
-        net = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1), torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten())
-        return identity_net.FaceRecognizer(net, "toy pooling", input_0_255=False)
+    weights = tmp_path / "toy.pt"
+    weights.write_bytes(b"toy weights")
 
-    monkeypatch.setitem(identity_net.LOSS_RECOGNIZERS, "toy", toy)
-    rec = identity_net.load_recognizer("toy")
+    class ToyPooling(recognition.TorchRecognizer):
+        name, network, input_size, dim = "toy", "conv + pooling (test)", 112, 48
+        template = ARCFACE_112
+
+        def __init__(self, weights_path=None):
+            self.weights_path = weights
+            torch.manual_seed(0)
+            net = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1), torch.nn.AdaptiveAvgPool2d(4), torch.nn.Flatten())
+            self.core = recognition.FaceRecognizer(net, "toy pooling", input_0_255=False)
+
+    monkeypatch.setitem(recognition.BACKENDS, "toy", (None, ToyPooling, True))
+    core = identity_net.load_recognizer("toy")
     x = torch.rand(2, 3, 112, 112, requires_grad=True) * 2 - 1
-    rec(x).sum().backward()  # differentiable end to end
-    assert rec(x).shape == (2, 48) and rec.name == "toy pooling"
-    with pytest.raises(InputError, match="unknown recogniser 'nope'; expected one of sface, arcface, toy"):
+    core(x).sum().backward()  # differentiable end to end
+    assert core(x).shape == (2, 48) and core.name == "toy pooling"
+    (rec,) = load_recognizers(MetricsSettings(recognizers=["toy"]))
+    assert rec.core is core  # one network: the loss's module is the one the metrics run
+    faces = np.random.default_rng(0).integers(0, 256, (2, 112, 112, 3), dtype=np.uint8)
+    with torch.no_grad():
+        want = core(torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 127.5 - 1).numpy()
+    # the adapter maps uint8 straight to [-1, 1] ((u - 127.5) / 127.5, vs u / 127.5 - 1 here): float32
+    # rounding of values <= 1 through one 1x1 conv and a mean, ~1e-7; 1e-5 leaves room for summation order
+    np.testing.assert_allclose(rec.embed(faces), want / np.linalg.norm(want, axis=1, keepdims=True), atol=1e-5)
+    with pytest.raises(InputError, match="unknown recogniser 'nope'; expected one of sface, cosface, arcface, toy"):
         identity_net.load_recognizer("nope")
+    with pytest.raises(InputError, match="unknown recogniser 'dlib'"):  # no torch core: not a loss recogniser
+        identity_net.load_recognizer("dlib")

@@ -172,7 +172,7 @@ def write_blip2(dst: Path, seed: int = 0) -> None:
 
 
 def arcface_iresnet(layers: tuple[int, ...], seed: int = 0):
-    from .train.identity_net import IResNet
+    from .recognition.arcface import IResNet
 
     torch.manual_seed(seed)
     return IResNet(layers).eval()

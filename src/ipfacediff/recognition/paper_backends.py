@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .arcface import insightface_onnx_module, output_dim
 from .base import Recognizer, require_file
 from .facenet_tf import import_tensorflow
 from .templates import ARCFACE_112, box_template
+from .torch_core import FaceRecognizer, TorchRecognizer
 
 
 def deepface_weights_dir() -> Path:
@@ -105,13 +107,14 @@ def _onnx_runner(path: Path, nchw: bool | None = None):
     return run
 
 
-class CosFace(Recognizer):
-    """A CosFace-trained ResNet as ONNX (InsightFace layout: NCHW RGB, (x - 127.5) / 127.5, 112x112),
-    e.g. InsightFace's glintr100.onnx (ResNet-100, Glint360K, CosFace margin) or an export of the
-    CosFace authors' model. The path comes from the user (metrics.recognizer_weights.cosface)."""
+class CosFace(TorchRecognizer):
+    """A CosFace-trained ResNet as ONNX in InsightFace's layout (NCHW RGB 112x112; (x - 127.5) / 127.5 unless
+    the graph normalises itself), e.g. InsightFace's glintr100.onnx (ResNet-100, Glint360K, CosFace margin)
+    or an export of the CosFace authors' model. The path comes from the user (metrics.recognizer_weights.cosface).
+    The same torch core as `arcface`'s ONNX form (arcface.insightface_onnx_module)."""
 
     name = "cosface"
-    network = "CosFace ResNet (ONNX, user-supplied)"
+    network = "CosFace ResNet (ONNX, user-supplied; torch)"
     input_size = 112
     template = ARCFACE_112
     dim = 512
@@ -119,12 +122,9 @@ class CosFace(Recognizer):
     def __init__(self, weights: str | Path | None = None):
         self.weights_path = require_file(weights, "CosFace", "give an InsightFace-layout CosFace ONNX file (e.g. "
                                          "antelopev2/glintr100.onnx) in metrics.recognizer_weights.cosface")
-        self._run = _onnx_runner(self.weights_path, nchw=True)
-
-    def _forward(self, faces: np.ndarray) -> np.ndarray:
-        out = self._run((faces.astype(np.float32) - 127.5) / 127.5)
-        self.dim = out.shape[1]
-        return out
+        net, input_0_255 = insightface_onnx_module(self.weights_path)
+        self.core = FaceRecognizer(net, f"cosface ONNX ({self.weights_path.name}, via onnx2torch)", input_0_255)
+        self.dim = output_dim(self.core)
 
 
 class FaceNetVGGFace2(Recognizer):

