@@ -52,7 +52,9 @@ def main(argv=None) -> int:
     from ipfacediff.diffusion.branches import BranchSet
     from ipfacediff.diffusion.inversion import CropFrames
     from ipfacediff.diffusion.pipeline import EditConfig
-    from ipfacediff.diffusion.timing import hardware_info, synthetic_frames, timing_table
+    from ipfacediff.diffusion.timing import hardware_info, synthetic_frames
+    from ipfacediff.editing import Engine
+    from ipfacediff.editing.timing import timing_table
     from ipfacediff.fsio import write_json
 
     if args.threads:
@@ -81,7 +83,7 @@ def main(argv=None) -> int:
             clip = synthetic_frames(max(args.frames), size, args.seed)
             source = "synthetic smooth frames (timing does not depend on content)"
         cfg = EditConfig(steps=args.steps, batch_size=args.batch_size, keyframe_interval=args.keyframe_interval, methods=[args.method])
-        rows = timing_table(comps, BranchSet(base=comps.unet), clip, args.frames, cfg, args.steps, method=args.method,
+        rows = timing_table(Engine(comps, BranchSet(base=comps.unet)), clip, args.frames, cfg, args.steps, method=args.method,
                             seed=args.seed, invert_batch_size=args.batch_size, workdir=tmp, progress=not args.no_progress)
     n_unet = sum(p.numel() for p in comps.unet.parameters())
     result = {

@@ -3,7 +3,8 @@
 python stages/timing.py [--params params.yaml] [--prepped data/prepped] [--models models/base]
     [--branches models/branches] [--out reports/metrics/timing.json]
 A real prepped clip (timing.video, else the first) is extended by ping-pong to each of timing.frames
-and inverted + edited with the real pipeline (invert.*, edit.* parameters, method timing.method).
+and inverted + edited by the engine the edit stage loads (`Engine.load`, `engine.pipeline`; invert.*,
+edit.* parameters, method timing.method): `ipfacediff.editing.timing`.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args.params)
         from ipfacediff.diffusion.inversion import CropFrames
-        from ipfacediff.diffusion.timing import hardware_info, timing_table
+        from ipfacediff.diffusion.timing import hardware_info
         from ipfacediff.editing import Engine, branch_dirs
+        from ipfacediff.editing.timing import timing_table
         from ipfacediff.fsio import write_json
         from ipfacediff.tracking import start_run
 
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         comps, branches = engine.components, engine.branches
         fps = float(settings.data.fps or 10)
         with start_run("timing", settings.as_params()) as run:
-            rows = timing_table(comps, branches, clip, list(cfg.frames), ecfg, icfg.steps, prompt=cfg.prompt, method=cfg.method,
+            rows = timing_table(engine, clip, list(cfg.frames), ecfg, icfg.steps, prompt=cfg.prompt, method=cfg.method,
                                 fps=fps, seed=settings.seed, invert_batch_size=icfg.batch_size)
             for r in rows:
                 run.log({k: v for k, v in r.items() if isinstance(v, (int, float))}, step=r["frames"])

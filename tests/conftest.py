@@ -21,6 +21,29 @@ def media_dir() -> Path:
     return SHARED_MEDIA
 
 
+@pytest.fixture(scope="session")
+def grid_clip(media_dir, tmp_path_factory):
+    """Factory: `grid_clip(n, name="grid_bbaf2n", out=None)` -> the first `n` frames of a GRID talking head
+    (360x288, 25 fps) with the matching stretch of its audio, as an mp4. Without `out` the clip is written
+    once per session into a shared folder (read-only input: never write beside it)."""
+    from ipfacediff.video import read_video, write_video
+
+    made: dict[tuple[str, int], Path] = {}
+
+    def make(n: int, name: str = "grid_bbaf2n", out: Path | None = None) -> Path:
+        if out is None and (name, n) in made:
+            return made[name, n]
+        src = media_dir / "videos" / f"{name}.mpg"
+        v = read_video(src, max_frames=n)
+        path = out or tmp_path_factory.mktemp(f"{name}_{n}") / "talk.mp4"
+        write_video(path, v.frames, v.fps, audio_from=src, audio_range_s=(0.0, n / float(v.fps)))
+        if out is None:
+            made[name, n] = path
+        return path
+
+    return make
+
+
 @pytest.fixture(autouse=True)
 def _offline_env(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -28,21 +28,17 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def app(media_dir, tmp_path_factory):
+def app(grid_clip, tmp_path_factory):
     if not (CHROMIUM.exists() and DRIVER.exists()):
         pytest.skip("Debian chromium / chromium-driver not installed (apt-get install chromium chromium-driver)")
     from ipfacediff.app.engine import EditOptions
     from ipfacediff.app.web import serve
     from ipfacediff.diffusion.models import build_tiny
-    from ipfacediff.video import read_video, write_video
 
     root = tmp_path_factory.mktemp("app")
     build_tiny(root / "models" / "base", seed=0)
-    src = media_dir / "videos" / "grid_bbaf2n.mpg"
-    v = read_video(src, max_frames=8)
     (root / "samples").mkdir()
-    clip = root / "samples" / "talk.mp4"
-    write_video(clip, v.frames, v.fps, audio_from=src, audio_range_s=(0.0, 8 / float(v.fps)))
+    clip = grid_clip(8, out=root / "samples" / "talk.mp4")
     defaults = EditOptions(steps=2, seed=0, models=str(root / "models" / "base"), branches="base", crop_size=64)
     port = _free_port()
     demo, _ = serve("127.0.0.1", port, root / "out", [clip], defaults, block=False)

@@ -14,14 +14,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def setup(media_dir, tmp_path_factory):
+def setup(grid_clip, tmp_path_factory):
     from ipfacediff.diffusion.models import build_tiny
-    from ipfacediff.video import read_video, write_video
 
     root = tmp_path_factory.mktemp("batch")
-    src = media_dir / "videos" / "grid_lbbc2a.mpg"
-    v = read_video(src, max_frames=5)
-    write_video(root / "clip.mp4", v.frames, v.fps, audio_from=src, audio_range_s=(0.0, 5 / float(v.fps)))
+    grid_clip(5, "grid_lbbc2a", out=root / "clip.mp4")
     build_tiny(root / "models" / "base", seed=0)
     jobs = root / "jobs.yaml"
     jobs.write_text("output_dir: out\nvideos: [clip.mp4]\n"

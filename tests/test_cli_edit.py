@@ -25,15 +25,9 @@ def models_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def clip(media_dir, tmp_path_factory) -> Path:
-    """The first 10 frames of a GRID clip (360x288, 25 fps) with its audio."""
-    from ipfacediff.video import read_video, write_video
-
-    src = media_dir / "videos" / "grid_bbaf2n.mpg"
-    v = read_video(src, max_frames=10)
-    out = tmp_path_factory.mktemp("cli_clip") / "talk.mp4"
-    write_video(out, v.frames, v.fps, audio_from=src, audio_range_s=(0.0, 10 / float(v.fps)))
-    return out
+def clip(grid_clip) -> Path:
+    """The first 10 frames of a GRID clip with its audio (conftest.grid_clip)."""
+    return grid_clip(10)
 
 
 def run(argv, capsys):

@@ -25,15 +25,9 @@ def run(argv, capsys):
 
 
 @pytest.fixture(scope="module")
-def face_clip(media_dir, tmp_path_factory) -> Path:
-    """6 frames of a GRID talking head (360x288, 25 fps) with its audio."""
-    from ipfacediff.video import read_video, write_video
-
-    src = media_dir / "videos" / "grid_bbaf2n.mpg"
-    v = read_video(src, max_frames=6)
-    out = tmp_path_factory.mktemp("fix_clip") / "talk.mp4"
-    write_video(out, v.frames, v.fps, audio_from=src, audio_range_s=(0.0, 6 / float(v.fps)))
-    return out
+def face_clip(grid_clip) -> Path:
+    """6 frames of a GRID talking head with its audio (conftest.grid_clip)."""
+    return grid_clip(6)
 
 
 def test_metrics_identity_without_gallery(face_clip, capsys):
@@ -100,3 +94,53 @@ def test_sigterm_during_inversion_leaves_no_temp_file(face_clip, tiny_models, tm
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143 and "terminated" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def _subparser(name: str):
+    from ipfacediff.cli import build_parser
+
+    (sub,) = [a for a in build_parser()._actions if a.dest == "command"]
+    return sub.choices[name]
+
+
+def test_setting_options_come_from_the_settings_fields_and_default_to_conf(monkeypatch, tmp_path):
+    """The options of `edit`/`invert` that are settings (settings.py `cli()` fields) take type, help and
+    default from the field: without a flag and without params.yaml they resolve to conf/config.yaml's
+    value, the help names that value, and no hand-typed option shadows another settings field."""
+    import dataclasses
+
+    from ipfacediff import config
+    from ipfacediff.cli.edit import _settings
+    from ipfacediff.cli.settings_args import setting_options
+    from ipfacediff.settings import DataSettings, EditSettings, Settings
+
+    conf = config.compose(["~profile"])  # conf/config.yaml without a profile
+    opts = setting_options()
+    assert {o.key for o in opts} >= {"seed", "device", "data.face_index", "edit.steps", "edit.guidance_scale", "edit.negative_prompt"}
+    monkeypatch.setattr(config, "PARAMS", tmp_path / "absent.yaml")  # no project params.yaml: the settings defaults
+    edit, invert = _subparser("edit"), _subparser("invert")
+    s = _settings(edit.parse_args(["in.mp4", "-p", "x", "-o", "out.mp4"]))
+    resolved = {"seed": s["seed"], "device": s["device"], "data.face_index": s["face_index"],
+                **{f"edit.{k}": v for k, v in dataclasses.asdict(s["edit"]).items()}}
+    help_of = {a.dest: a.help for a in edit._actions}
+    for o in opts:
+        want = conf[o.section][o.name] if o.section else conf[o.name]
+        assert o.default == want and resolved[o.key] == want, o.key
+        assert f"params {o.key}; {want!r} in conf/" in help_of[o.name]
+    assert {a.dest for a in invert._actions} >= {o.name for o in opts if o.invert}
+    assert "guidance_scale" not in {a.dest for a in invert._actions}  # edit-only settings stay off `invert`
+    # flags override, parsed with the field's type
+    s = _settings(edit.parse_args(["in.mp4", "-p", "x", "-o", "o.mp4", "--steps", "3", "--guidance-scale", "2.5", "--seed", "4"]))
+    assert (s["edit"].steps, s["edit"].guidance_scale, s["seed"]) == (3, 2.5, 4) and isinstance(s["edit"].guidance_scale, float)
+    # every other option named like a settings field is a deliberate exception
+    fields = {f.name for cls in (Settings, DataSettings, EditSettings) for f in dataclasses.fields(cls)
+              if not dataclasses.is_dataclass(getattr(Settings(), f.name, None))}  # values, not the sections (--models is a folder)
+    derived = {o.name for o in opts}
+    shadowing = {a.dest for p in (edit, invert) for a in p._actions if a.dest in fields} - derived
+    assert shadowing == {"crop_size"}  # --crop-size defaults to the model's resolution, not data.crop_size
+
+
+def test_bad_setting_flag_is_one_line_naming_it(face_clip, tmp_path, capsys):
+    code, _, err = run(["edit", str(face_clip), "-p", "glasses", "-o", str(tmp_path / "o.mp4"), "--models", str(tmp_path / "m"),
+                        "--device", "gpu"], capsys)
+    assert code == 2 and "--device 'gpu'" in err and len(err.strip().splitlines()) == 1 and not list(tmp_path.iterdir())

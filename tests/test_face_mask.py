@@ -93,7 +93,7 @@ def _frame_alpha(mask: np.ndarray, M: np.ndarray, shape) -> np.ndarray:
 
 
 @pytest.mark.slow
-def test_cli_edit_exact_outside_the_band_and_no_seam(media_dir, tmp_path, monkeypatch, capsys):
+def test_cli_edit_exact_outside_the_band_and_no_seam(grid_clip, tmp_path, monkeypatch, capsys):
     """A real GRID clip through `ipfacediff edit` (tiny random models): the frames handed to the
     encoder equal the decoded input outside the (dilated) paste band, bit for bit, and the band is
     no busier than the two sides it joins, while a hard-edged paste of the same crops is."""
@@ -103,12 +103,9 @@ def test_cli_edit_exact_outside_the_band_and_no_seam(media_dir, tmp_path, monkey
     from ipfacediff.cli import main
     from ipfacediff.diffusion.models import build_tiny
     from ipfacediff.layout import record_path
-    from ipfacediff.video import read_video, write_video
+    from ipfacediff.video import read_video
 
-    src = media_dir / "videos" / "grid_bbaf2n.mpg"
-    v = read_video(src, max_frames=6)
-    clip = tmp_path / "talk.mp4"
-    write_video(clip, v.frames, v.fps, audio_from=src, audio_range_s=(0.0, 6 / float(v.fps)))
+    clip = grid_clip(6, out=tmp_path / "talk.mp4")
     models = tmp_path / "models" / "base"
     build_tiny(models, seed=0)
 

@@ -85,6 +85,28 @@ def test_inversion_memory_does_not_grow_with_length(tiny_dir):
     assert peaks[64] <= 1.2 * peaks[32] + 4, peaks
 
 
+def test_timing_rows_come_from_the_engines_pipeline(tiny_dir):
+    """Timing edits with what `Engine.load` loaded and `engine.pipeline(edit)` built (the edit stage's
+    and the CLI's path), never components it loaded itself."""
+    from ipfacediff.editing import Engine
+    from ipfacediff.editing.timing import timing_table
+    from ipfacediff.settings import EditSettings
+
+    engine = Engine.load(tiny_dir, {}, "cpu")
+    built = []
+    real = engine.pipeline
+
+    def spy(edit=None, progress=True):
+        built.append(edit)
+        return real(edit, progress=progress)
+
+    engine.pipeline = spy
+    edit = EditSettings(steps=1, batch_size=2, keyframe_interval=2)
+    rows = timing_table(engine, T.synthetic_frames(3, 64), [3, 2], edit, 1, warmup=False, progress=False)
+    assert [r["frames"] for r in rows] == [2, 3] and built == [edit, edit]
+    assert all(r["invert_s"] > 0 and r["edit_s"] > 0 for r in rows)
+
+
 @pytest.mark.media
 def test_timing_stage(tiny_dir, media_dir, tmp_path):
     import yaml

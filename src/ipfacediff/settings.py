@@ -27,6 +27,12 @@ DTYPES = ("float32", "float16", "bfloat16")
 RUNTIME = {"runtime": True}  # field metadata: changes speed/memory, never the output
 
 
+def cli(help: str, invert: bool = False) -> dict[str, Any]:
+    """Field metadata: `ipfacediff edit` (and `invert` too if `invert`) takes this setting as a
+    `--field-name` option, its type, default and help from the field (cli/settings_args.py)."""
+    return {"cli": help, "cli_invert": invert}
+
+
 # ------------------------------------------------------------------------------------- sections
 @dataclass
 class WandbSettings:
@@ -42,7 +48,7 @@ class DataSettings:
     """params `data`: media sources and face crops (conf/config.yaml + conf/profile/*.yaml)."""
 
     crop_size: int = 64
-    face_index: int = 0  # 0 = largest face
+    face_index: int = field(default=0, metadata=cli("which face: 0 = largest where tracking starts, 1 = next...", invert=True))
     min_face_px: float = 24
     smooth_sigma: float = 2.0
     crop_scale: float = 1.0
@@ -204,9 +210,9 @@ class EditSettings:
 
     methods: list[str] = field(default_factory=method_names, metadata={"selection": True})  # registry.METHODS
     prompts: list[str] | str = field(default_factory=lambda: ["glasses", "old"], metadata={"selection": True})
-    steps: int = 10
-    guidance_scale: float = 7.5
-    negative_prompt: str = "ugly, blurry, low res, unrealistic, unaesthetic"
+    steps: int = field(default=10, metadata=cli("DDIM steps for inversion and editing", invert=True))
+    guidance_scale: float = field(default=7.5, metadata=cli("classifier-free guidance scale"))
+    negative_prompt: str = field(default="ugly, blurry, low res, unrealistic, unaesthetic", metadata=cli("negative prompt of the edit"))
     keyframe_interval: int = 8
     pnp_attn_t: float = 0.5
     pnp_f_t: float = 0.8
@@ -287,8 +293,8 @@ class TimingSettings:
 class Settings:
     """The root: every section of params.yaml."""
 
-    seed: int = 0
-    device: str = "cpu"  # cpu | cuda | auto (| cuda:N | mps)
+    seed: int = field(default=0, metadata=cli("keyframe sampling seed", invert=True))
+    device: str = field(default="cpu", metadata=cli("cpu | cuda | cuda:N | auto | mps", invert=True))
     profile: str = "sample"  # set by conf/profile/<name>.yaml
     wandb: WandbSettings = field(default_factory=WandbSettings)
     data: DataSettings = field(default_factory=DataSettings)

@@ -20,6 +20,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..layout import DAG, record_path
 from ..registry import method_names
+from .settings_args import add_setting_arguments, apply_setting_arguments
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,6 @@ def register(subparsers) -> None:
                    help="output video (.mp4, .mov or .mkv: the container and audio handling follow it); "
                         "OUTPUT.json (e.g. out.mp4.json) is written beside it")
     p.add_argument("--method", default="ours", choices=method_names(), help="editing method (ipfacediff.registry)")
-    p.add_argument("--negative-prompt", default=None, help="default: params edit.negative_prompt")
-    p.add_argument("--guidance-scale", type=float, default=None, help="default: params edit.guidance_scale")
     p.add_argument("--cache", default=None, help="keep (and reuse) the inversion cache at this path")
     p.add_argument("--start", type=float, default=None, metavar="SECONDS",
                    help="edit from this time on (seconds from the first frame); earlier frames are kept as decoded")
@@ -49,21 +48,19 @@ def register(subparsers) -> None:
     p.add_argument("--mask-dilate", type=float, default=None, help="grow the region by this many crop px (default: crop/32)")
     p.add_argument("--mask-feather", type=float, default=None, help="feathered band width in crop px (default: crop/16)")
     _common(p)
+    add_setting_arguments(p)  # --steps, --seed, --device, --face-index, --guidance-scale, ... (settings.py cli())
     p.set_defaults(func=run_edit)
 
     q = subparsers.add_parser("invert", help="DDIM-invert the face crops of a video into a cache (for `edit --cache`)")
     q.add_argument("input", help="video file")
     q.add_argument("--cache", required=True, help="cache file to write (.safetensors); a valid one is reused")
     _common(q)
+    add_setting_arguments(q, invert=True)
     q.set_defaults(func=run_invert)
 
 
 def _common(p) -> None:
-    p.add_argument("--steps", type=int, default=None, help="DDIM steps for inversion and editing (default: params edit.steps)")
-    p.add_argument("--seed", type=int, default=None, help="keyframe sampling seed (default: params seed)")
-    p.add_argument("--device", default=None, help="cpu | cuda | auto (default: params device)")
-    p.add_argument("--face-index", type=int, default=None,
-                   help="which face: 0 = largest where tracking starts, 1 = next... (default: params data.face_index)")
+    """Options of both commands that are not settings fields (those come from add_setting_arguments)."""
     p.add_argument("--face", choices=["index", "largest"], default="index",
                    help="largest: the person whose face is largest over the whole clip (default: by --face-index)")
     p.add_argument("--face-ref", default=None, metavar="PHOTO",
@@ -82,8 +79,6 @@ def _common(p) -> None:
 
 def _settings(args) -> dict:
     """Resolved settings: explicit flags, else params.yaml, else the settings defaults (= conf/)."""
-    import dataclasses
-
     from ..config import PARAMS
     from ..settings import Settings, load_settings
 
@@ -94,19 +89,16 @@ def _settings(args) -> dict:
     settings = load_settings(params_file) if found else Settings()
     if args.steps is not None and args.steps < 1:
         raise InputError(None, f"--steps must be >= 1, got {args.steps}")
-    overrides = {"steps": args.steps, "negative_prompt": getattr(args, "negative_prompt", None),
-                 "guidance_scale": getattr(args, "guidance_scale", None)}
-    edit = dataclasses.replace(settings.edit, **{k: v for k, v in overrides.items() if v is not None})  # re-validated
+    if args.face_index is not None and args.face_index < 0:
+        raise InputError(None, f"--face-index must be >= 0, got {args.face_index}")
+    settings = apply_setting_arguments(settings, args)  # the given setting flags, re-validated
     data = settings.data
     models = Path(args.models or (params_file.parent / DEFAULT_MODELS if found else DEFAULT_MODELS))
-    face_index = data.face_index if args.face_index is None else args.face_index
-    if face_index < 0:
-        raise InputError(None, f"--face-index must be >= 0, got {face_index}")
     return {
-        "params_file": str(params_file) if found else None, "profile": settings.profile if found else None, "edit": edit,
+        "params_file": str(params_file) if found else None, "profile": settings.profile if found else None, "edit": settings.edit,
         "models": models, "branches": _branches_dir(args.branches, models), "dtype": settings.models.dtype,
-        "device": args.device or settings.device, "seed": settings.seed if args.seed is None else args.seed,
-        "face_index": int(face_index), "min_face_px": float(data.min_face_px),
+        "device": settings.device, "seed": settings.seed,
+        "face_index": int(data.face_index), "min_face_px": float(data.min_face_px),
         "smooth_sigma": float(data.smooth_sigma), "crop_scale": float(data.crop_scale),
     }
 

@@ -1,10 +1,9 @@
-"""Wall time and peak memory of inversion and editing against video length (paper Table 2).
+"""Measuring for paper Table 2: wall time and peak memory of a block, the hardware, the workload clips.
 
-`time_video` runs the real inversion (`invert_video`) and the real editor (`IPFaceDiffPipeline`) on a
-clip extended to the requested length and measures each phase: wall seconds and peak memory, CUDA
-(`torch.cuda.max_memory_allocated`) on a GPU, process RSS sampled by a background thread on the CPU
-(peak above the RSS before the phase, and absolute). The `timing` stage and
-benchmarks/edit_speed.py are thin wrappers over this module.
+`measure` gives wall seconds and peak memory: CUDA (`torch.cuda.max_memory_allocated`) on a GPU,
+process RSS sampled by a background thread on the CPU (peak above the RSS before the block, and
+absolute). The rows themselves (a loaded `Engine` inverting and editing clips of each length) are
+made by `ipfacediff.editing.timing`, which the `timing` stage and benchmarks/edit_speed.py call.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -22,15 +20,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..settings import TimingSettings
-from .branches import BranchSet
-from .inversion import InversionCache, invert_video
-from .models import Components
-
 MB = 1024 * 1024
-
-
-TimingConfig = TimingSettings  # params `timing` (settings.py)
 
 
 # --------------------------------------------------------------------------- measuring
@@ -141,63 +131,3 @@ def synthetic_frames(n: int, size: int, seed: int = 0) -> np.ndarray:
         off = int(size * 0.5 * (1 + np.sin(i / 8.0)))
         out[i] = np.clip(big[off : off + size, off : off + size], 0, 255).astype(np.uint8)
     return out
-
-
-def time_video(
-    components: Components,
-    branches: BranchSet,
-    frames: np.ndarray,
-    edit_config,
-    invert_steps: int,
-    prompt: str = "a person wearing glasses",
-    method: str = "ours",
-    fps: float = 10.0,
-    seed: int = 0,
-    invert_batch_size: int = 8,
-    workdir: str | Path | None = None,
-    progress: bool = True,
-) -> dict:
-    """One row of the timing table: invert + edit `frames` (uint8 NHWC) and measure both phases."""
-    from .pipeline import IPFaceDiffPipeline
-
-    device = components.device
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        cache_path = Path(tmp) / "timing.safetensors"
-        with measure(device) as inv:
-            invert_video(components, branches, frames, cache_path, "", invert_steps, invert_batch_size, progress=progress)
-        pipe = IPFaceDiffPipeline(components, branches, edit_config, progress=progress)
-        with measure(device) as edit:
-            out = pipe(prompt, InversionCache(cache_path), generator=torch.Generator().manual_seed(seed), method=method,
-                       output_type="latent")
-            # decoded frames streamed as a writer would take them: never all held at once
-            decoded = sum(1 for _ in pipe.decode(out.latents))
-    assert decoded == len(frames)
-    n = len(frames)
-    return {
-        "frames": n,
-        "seconds_video": round(n / fps, 3),
-        "invert_s": round(inv.seconds, 3),
-        "edit_s": round(edit.seconds, 3),
-        "total_s": round(inv.seconds + edit.seconds, 3),
-        "per_frame_s": round((inv.seconds + edit.seconds) / n, 4),
-        "peak_mem_mb": round(max(inv.peak_mb, edit.peak_mb), 1),
-        "invert_peak_mb": round(inv.peak_mb, 1),
-        "edit_peak_mb": round(edit.peak_mb, 1),
-        "peak_abs_mb": round(max(inv.peak_abs_mb, edit.peak_abs_mb), 1),
-        "memory_kind": inv.kind,
-    }
-
-
-def timing_table(
-    components, branches, clip: np.ndarray, lengths: list[int], edit_config, invert_steps: int, warmup: bool = True, **kw
-) -> list[dict]:
-    """`time_video` for each length (the clip extended by ping-pong), shortest first.
-
-    A discarded 2-frame, 1-step run first keeps one-off costs (lazy initialisation, kernel selection,
-    allocator growth) out of the first row.
-    """
-    import dataclasses
-
-    if warmup:
-        time_video(components, branches, extend_frames(clip, 2), dataclasses.replace(edit_config, steps=1), 1, **{**kw, "progress": False})
-    return [time_video(components, branches, extend_frames(clip, n), edit_config, invert_steps, **kw) for n in sorted(lengths)]

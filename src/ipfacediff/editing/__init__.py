@@ -1,6 +1,6 @@
 """The job layer over the pure engine (diffusion/): load the engine once, edit items, write outputs.
 
-Used by the edit, invert and timing stages, `ipfacediff edit/invert` and the web app. Nothing in
+Used by the edit, invert and timing stages (timing.py: Table 2 rows), `ipfacediff edit/invert` and the web app. Nothing in
 diffusion/ imports this package.
 """
 
