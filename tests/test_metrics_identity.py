@@ -126,7 +126,12 @@ def test_gallery_sources_cache_and_errors(prepped, tmp_path):
     other_stride = build_gallery(entries, rec, Embedder(), cache, stride=2)
     assert other_stride.reused == 0  # cached for another frame stride: recomputed
     with np.load(cache) as z:
-        assert str(z["weights_sha256"]) == rec.weights_sha256 and int(z["frame_stride"]) == 2
+        assert str(z["weights_sha256"]) == rec.weights_sha256 and int(z["frame_stride"]) == 2 and str(z["network"]) == rec.network
+    import copy
+
+    rerun = copy.copy(rec)  # the same weights computed another way (SFace's channel order was once swapped)
+    rerun.network = rec.network + " (fixed)"
+    assert build_gallery(entries, rerun, Embedder(), cache, stride=2).reused == 0
     with pytest.raises(InputError, match="not found"):
         gallery_entries([tmp_path / "missing"])
     bad_list = tmp_path / "bad.txt"

@@ -195,14 +195,14 @@ class Gallery:
 def build_gallery(entries: list[tuple[str, Path]], rec: Recognizer, embedder: Embedder,
                   cache: str | Path | None = None, stride: int = 1) -> Gallery:
     """Video embeddings of every entry (every `stride`-th frame), reusing a cache file (same
-    recogniser name, weight hash and stride, unchanged entry fingerprint) and rewriting it
-    atomically. No entry -> InputError."""
+    recogniser name, network (how it computes), weight hash and stride, unchanged entry fingerprint)
+    and rewriting it atomically. No entry -> InputError."""
     from tqdm import tqdm
 
     if not entries:
         raise InputError(None, "the gallery is empty (no videos, images or frame folders found)")
     sha = rec.weights_sha256
-    old = _load_cache(cache, rec.name, sha, stride)
+    old = _load_cache(cache, rec.name, sha, stride, rec.network)
     ids, embs, fps, skipped, reused = [], [], [], [], 0
     for cid, path in tqdm(entries, desc=f"gallery [{rec.name}]", unit="clip", disable=len(entries) < 50):
         fp = _fingerprint(path)
@@ -220,16 +220,18 @@ def build_gallery(entries: list[tuple[str, Path]], rec: Recognizer, embedder: Em
         raise InputError(None, f"the gallery is empty: none of its {len(entries)} entries has a face")
     gallery = Gallery(rec.name, sha, ids, np.stack(embs).astype(np.float32), skipped, reused)
     if cache is not None:
-        _save_cache(cache, gallery, fps, stride)
+        _save_cache(cache, gallery, fps, stride, rec.network)
     return gallery
 
 
-def _load_cache(path, name: str, sha: str, stride: int) -> dict[str, tuple[str, np.ndarray]]:
+def _load_cache(path, name: str, sha: str, stride: int, network: str) -> dict[str, tuple[str, np.ndarray]]:
     if path is None or not Path(path).is_file():
         return {}
     try:
         with np.load(path, allow_pickle=False) as z:
             if str(z["recognizer"]) != name or str(z["weights_sha256"]) != sha or int(z["frame_stride"]) != stride:
+                return {}
+            if "network" not in z.files or str(z["network"]) != network:  # same weights run another way (e.g. a fixed input)
                 return {}
             return {str(i): (str(f), e) for i, f, e in zip(z["ids"], z["fingerprints"], z["embeddings"])}
     except (OSError, ValueError, KeyError) as e:
@@ -237,10 +239,10 @@ def _load_cache(path, name: str, sha: str, stride: int) -> dict[str, tuple[str, 
         return {}
 
 
-def _save_cache(path, gallery: Gallery, fingerprints: list[str], stride: int) -> None:
+def _save_cache(path, gallery: Gallery, fingerprints: list[str], stride: int, network: str) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, recognizer=gallery.recognizer, weights_sha256=gallery.weights_sha256, frame_stride=stride,
+            np.savez(f, recognizer=gallery.recognizer, weights_sha256=gallery.weights_sha256, frame_stride=stride, network=network,
                      ids=np.array(gallery.ids), fingerprints=np.array(fingerprints),
                      embeddings=gallery.embeddings, skipped=json.dumps(gallery.skipped))
 
