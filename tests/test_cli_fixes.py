@@ -136,8 +136,10 @@ def test_setting_options_come_from_the_settings_fields_and_default_to_conf(monke
     fields = {f.name for cls in (Settings, DataSettings, EditSettings) for f in dataclasses.fields(cls)
               if not dataclasses.is_dataclass(getattr(Settings(), f.name, None))}  # values, not the sections (--models is a folder)
     derived = {o.name for o in opts}
-    shadowing = {a.dest for p in (edit, invert) for a in p._actions if a.dest in fields} - derived
+    serve = _subparser("serve")
+    shadowing = {a.dest for p in (edit, invert, serve) for a in p._actions if a.dest in fields} - derived
     assert shadowing == {"crop_size"}  # --crop-size defaults to the model's resolution, not data.crop_size
+    assert {a.dest: a.default for a in serve._actions if a.dest in derived} == {"steps": None, "device": None}
 
 
 def test_bad_setting_flag_is_one_line_naming_it(face_clip, tmp_path, capsys):

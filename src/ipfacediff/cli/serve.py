@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .settings_args import add_setting_arguments
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("serve", help="local web app: preview, queue and download face edits")
@@ -9,11 +11,10 @@ def register(subparsers) -> None:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--out-dir", default="app_outputs", help="where finished edits are written (one folder per job)")
     p.add_argument("--samples", default=None, help="folder of videos offered in the page (default: data/media/videos)")
-    p.add_argument("--steps", type=int, default=None, help="default DDIM steps of a full run")
     p.add_argument("--models", default=None)
     p.add_argument("--branches", default=None)
     p.add_argument("--params", default=None)
-    p.add_argument("--device", default=None)
+    add_setting_arguments(p, only={"steps", "device"})  # the page's defaults for a full run (settings.py cli())
     p.set_defaults(func=run_serve)
 
 

@@ -64,10 +64,11 @@ def setting_options() -> list[SettingOption]:
     return out
 
 
-def add_setting_arguments(parser, invert: bool = False) -> None:
-    """`--field-name` for each marked setting (only those marked `invert` for the invert command)."""
+def add_setting_arguments(parser, invert: bool = False, only: set[str] | None = None) -> None:
+    """`--field-name` for each marked setting (only those marked `invert` for the invert command; only
+    the fields named in `only` where given)."""
     for opt in setting_options():
-        if invert and not opt.invert:
+        if (invert and not opt.invert) or (only is not None and opt.name not in only):
             continue
         parser.add_argument(opt.flag, type=opt.type, default=None, metavar=opt.type.__name__.upper(),
                             help=f"{opt.help} (default: params {opt.key}; {opt.default!r} in conf/)")
