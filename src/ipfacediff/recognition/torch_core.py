@@ -27,13 +27,14 @@ class FaceRecognizer(nn.Module):
     rather than [-1, 1] (IResNet, InsightFace graphs without a leading Sub/Mul).
     """
 
-    def __init__(self, net: nn.Module, name: str, input_0_255: bool, input_size: int = 112, template: np.ndarray = ARCFACE_112):
+    def __init__(self, net: nn.Module, name: str, input_0_255: bool, input_size: int = 112, template: np.ndarray | None = None):
         super().__init__()
         self.net = net
         self.name = name
         self.input_0_255 = input_0_255
         self.input_size = input_size
-        self.template = np.asarray(template, np.float64)  # (5, 2) px in the input crop: where the loss aligns to
+        # (5, 2) px in the input crop, where the loss aligns faces to; default: ArcFace's at this size
+        self.template = np.asarray(ARCFACE_112 * (input_size / 112.0) if template is None else template, np.float64)
         self.eval().requires_grad_(False)
 
     def train(self, mode: bool = True):  # frozen: BatchNorm statistics never update
