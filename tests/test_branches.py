@@ -43,6 +43,10 @@ def test_lora_branches_roundtrip_and_switch(tmp_path, inputs):
     save_branch(direc, tmp_path / "directional", "directional", "lora")
     assert branch_mode(tmp_path / "identity") == "lora"
     assert read_branch_meta(tmp_path / "identity")["steps"] == 3
+    from test_fsio import raw_metadata
+
+    keys = list(raw_metadata(next((tmp_path / "identity").glob("*.safetensors"))))
+    assert len(keys) >= 2 and keys == sorted(keys)  # canonical header: same weights, same bytes on every run
     base = _tiny_unet()
     branches = load_branches(base, {"identity": tmp_path / "identity", "directional": tmp_path / "directional"})
     with torch.no_grad():

@@ -76,3 +76,23 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def canonicalize_safetensors(path: str | Path) -> None:
+    """Rewrite a safetensors file's header with its `__metadata__` keys sorted.
+
+    The safetensors writer (0.8, Rust) keeps metadata in a hash map seeded per process, so a file with
+    two or more metadata keys (diffusers' LoRA files: `format` + the adapter config) gets a different
+    header, hence a different hash, every run although the tensors are identical. Tensor entries keep
+    their order and offsets (offsets are relative to the data section, so a header of another length
+    is fine); the header is padded with spaces to a multiple of 8, as the writer does.
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    if isinstance(header.get("__metadata__"), dict):
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-(8 + len(text)) % 8)
+    path.write_bytes(len(text).to_bytes(8, "little") + text + raw[8 + n :])

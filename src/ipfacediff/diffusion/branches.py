@@ -21,7 +21,7 @@ from typing import Iterator
 import torch
 
 from ..errors import InputError
-from ..fsio import atomic_dir
+from ..fsio import atomic_dir, canonicalize_safetensors
 
 BRANCHES = ("identity", "directional")
 LORA_FILE = "pytorch_lora_weights.safetensors"
@@ -66,6 +66,8 @@ def save_branch(unet, out_dir: str | Path, name: str, mode: str, meta: dict | No
             unet.save_pretrained(str(tmp), safe_serialization=True)
         else:
             raise ValueError(f"unknown branch mode {mode!r}; expected 'lora' or 'full'")
+        for weights in tmp.glob("*.safetensors"):  # same weights, same bytes (metadata key order)
+            canonicalize_safetensors(weights)
         (tmp / META_FILE).write_text(json.dumps({"name": name, "mode": mode, **(meta or {})}, indent=2, default=str))
 
 
