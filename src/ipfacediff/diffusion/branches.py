@@ -136,6 +136,23 @@ def _activate_adapter(unet: torch.nn.Module, adapter: str | None) -> None:
         layer.enable_adapters(True)
 
 
+def add_lora_adapters(unet: torch.nn.Module, configs: dict) -> None:
+    """Add the LoRA adapters `configs` ({name: LoraConfig}) to a UNet that has none, through ONE
+    peft tuner: created with every config, it injects the first; the others go in with the tuner's
+    `inject_adapter`, which is how peft adds an adapter to an adapted model (PeftModel.add_adapter
+    does the same). Calling diffusers' `add_adapter` once per adapter would build a second tuner over
+    an already adapted model, which peft warns about ("Already found a `peft_config` attribute")."""
+    from peft.tuners.lora import LoraModel
+
+    if getattr(unet, "peft_config", None):
+        raise ValueError(f"UNet already has adapters {sorted(unet.peft_config)}")
+    first, *rest = configs
+    tuner = LoraModel(unet, dict(configs), adapter_name=first)
+    for name in rest:
+        tuner.inject_adapter(unet, name)
+    unet._hf_peft_config_loaded = True  # what diffusers' loader sets: its adapter methods work on it
+
+
 def _lora_file(path: Path) -> tuple[object, dict[str, torch.Tensor]]:
     """(LoraConfig, state dict) of a branch saved by `save_branch` (diffusers writes the adapter's
     LoraConfig into the safetensors metadata), or (None, {}) for files without that metadata."""
@@ -156,22 +173,15 @@ def _lora_file(path: Path) -> tuple[object, dict[str, torch.Tensor]]:
 
 
 def _attach_loras(unet: torch.nn.Module, paths: dict[str, Path]) -> None:
-    """Attach LoRA branches to `unet` through ONE peft tuner: it is created with every adapter's
-    config and injects the first; the others go in with the tuner's `inject_adapter`, which is how
-    peft adds an adapter to an adapted model (PeftModel.add_adapter does the same). Loading each
-    with diffusers' `load_lora_adapter` would build a second tuner over an already adapted model,
-    which peft warns about ("Already found a `peft_config` attribute") on every run."""
+    """Attach LoRA branches to `unet` through ONE peft tuner (`add_lora_adapters`), then load each
+    adapter's weights. Loading each with diffusers' `load_lora_adapter` would build a second tuner
+    over an already adapted model, which peft warns about on every run."""
     from peft import set_peft_model_state_dict
-    from peft.tuners.lora import LoraModel
 
     loaded = {name: _lora_file(path) for name, path in paths.items()}
     plain = {n: c for n, (c, _) in loaded.items() if c is not None}
     if plain and not getattr(unet, "peft_config", None):
-        first, *rest = plain
-        tuner = LoraModel(unet, dict(plain), adapter_name=first)
-        for name in rest:
-            tuner.inject_adapter(unet, name)
-        unet._hf_peft_config_loaded = True  # what diffusers' loader sets: its adapter methods work on it
+        add_lora_adapters(unet, plain)
     for name, (config, state) in loaded.items():
         if name in plain and config is plain.get(name) and getattr(unet, "peft_config", {}).get(name) is config:
             result = set_peft_model_state_dict(unet, state, adapter_name=name)
