@@ -116,24 +116,29 @@ def _lora_layers(unet: torch.nn.Module) -> list:
 def _activate_adapter(unet: torch.nn.Module, adapter: str | None) -> None:
     """Make `adapter` the only active LoRA adapter of `unet` (None: all adapters off).
 
-    Does what diffusers' set_adapters/disable_adapters do, on a cached layer list, and nothing when the
-    layers are already in that state: the editor switches branches twice per frame batch.
+    The editor switches branches twice per frame batch, under no_grad. peft's `set_adapter` /
+    `enable_adapters` (what diffusers' set_adapters/disable_adapters call) also set requires_grad on
+    every adapter parameter, a walk over all of them on every switch (about 40 ms at the sample
+    profile's size, more at true size), which inference does not need: the switch sets each cached
+    layer's active-adapter list and disable flag only (the two attributes peft's own setters end
+    with), and checks on one layer that peft reads them back as set.
     """
     if not getattr(unet, "peft_config", None):
         return
     layers = _lora_layers(unet)
     probe = layers[0]
     if adapter is None:
-        if probe.disable_adapters:
-            return
+        if not probe.disable_adapters:
+            for layer in layers:
+                layer._disable_adapters = True
+    elif probe.disable_adapters or list(probe.active_adapters) != [adapter]:
+        if adapter not in unet.peft_config:
+            raise ValueError(f"no LoRA adapter {adapter!r} on this UNet (it has {sorted(unet.peft_config)})")
         for layer in layers:
-            layer.enable_adapters(False)
-        return
-    if not probe.disable_adapters and list(probe.active_adapters) == [adapter]:
-        return
-    for layer in layers:
-        layer.set_adapter([adapter])
-        layer.enable_adapters(True)
+            layer._active_adapter = [adapter]
+            layer._disable_adapters = False
+    if probe.disable_adapters != (adapter is None) or (adapter is not None and list(probe.active_adapters) != [adapter]):
+        raise RuntimeError(f"peft did not take the adapter switch to {adapter!r} (peft's layer attributes changed?)")
 
 
 def add_lora_adapters(unet: torch.nn.Module, configs: dict) -> None:
