@@ -10,6 +10,8 @@ is (measured - first-step overhead) scaled per step; the first step is reported 
 `torch.cuda.max_memory_allocated` per phase (reset at each phase; keyframe and propagation passes
 are interleaved, so each pass pair resets and reads it) and do not depend on the step count.
 A discarded 2-frame, 1-step run first keeps one-off costs (lazy init, kernel selection) out.
+`sdpa` in the JSON names the attention kernel the edit runs (diffusion/sdpa.py: flash, efficient or
+cudnn keep no score matrix; `math` would, and is warned about).
 Expected under 8 minutes on one H100/H200. On CPU (`--device cpu --arch tiny`) it runs the same code
 (peaks there are not measured: null).
 """
@@ -140,6 +142,7 @@ def main(argv=None) -> int:
 
     from ipfacediff.diffusion import models as M
     from ipfacediff.diffusion.pipeline import EditConfig
+    from ipfacediff.diffusion.sdpa import check_sdpa
     from ipfacediff.diffusion.timing import hardware_info, synthetic_frames
     from ipfacediff.fsio import write_json
 
@@ -153,6 +156,7 @@ def main(argv=None) -> int:
             comps = M.load_components(work / "base", device, dtype)
         else:
             comps = M.build_true_size(args.seed, dtype, device, sample_size=size)
+        sdpa = check_sdpa(comps.unet)  # warns when attention would run the math kernel on CUDA
         cfg = EditConfig(steps=args.steps, batch_size=args.batch_size, methods=[args.method])
         clip = synthetic_frames(max(args.frames), size, args.seed)
         run_length(comps, clip[:2], dataclasses.replace(cfg, steps=1), 1, args.method, args.seed, args.batch_size, work, progress=False)
@@ -166,7 +170,8 @@ def main(argv=None) -> int:
         "command": "python benchmarks/gpu_check.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "arch": args.arch, "weights": "random", "unet_params": sum(p.numel() for p in comps.unet.parameters()),
         "dtype": str(dtype).removeprefix("torch."), "size": size, "steps": args.steps, "method": args.method,
-        "edit_config": dataclasses.asdict(cfg), "hardware": hardware_info(device), "wall_s": round(time.perf_counter() - t_all, 1),
+        "edit_config": dataclasses.asdict(cfg), "hardware": hardware_info(device), "sdpa": sdpa,
+        "wall_s": round(time.perf_counter() - t_all, 1),
         "rows": rows,
     }
     write_json(args.out, result)

@@ -25,6 +25,7 @@ def test_gpu_check_on_cpu_with_tiny_models(tmp_path):
                          "--extrapolate-to", "4", "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert [r["frames"] for r in res["rows"]] == [9, 17]
+    assert res["sdpa"]["kernel"] == "flash_for_cpu" and res["sdpa"]["memory_efficient"] and res["sdpa"]["dtype"] == "float32"
     for row in res["rows"]:
         assert len(row["edit_per_step_s"]) == 2 and row["invert_s"] > 0 and row["decode_s"] > 0
         assert set(row["pass_s_per_step"]) == {"keyframe_pass", "propagation_pass"}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from ipfacediff.diffusion.branches import BranchSet, lora_config
+from ipfacediff.diffusion.branches import BranchSet, add_lora_adapters, lora_config
 from ipfacediff.diffusion.injection import PNP_RESNET, injection_steps, pnp_attention_layers
 from ipfacediff.diffusion.inversion import InversionCache, invert_video
 from ipfacediff.diffusion.models import build_tiny, encode_prompt, load_components
@@ -51,8 +51,7 @@ def perturb(module, seed, scale=0.05, only=None):
 
 def lora_branches(comps) -> BranchSet:
     unet = copy.deepcopy(comps.unet)
-    for name in ("identity", "directional"):
-        unet.add_adapter(lora_config(4), adapter_name=name)
+    add_lora_adapters(unet, {name: lora_config(4) for name in ("identity", "directional")})  # one tuner: no peft warning
     unet.to(torch.float64)
     perturb(unet, 0, scale=0.3, only="lora_B")  # B starts at zero: make the two adapters differ
     return BranchSet(base=unet, unets={"identity": unet, "directional": unet},

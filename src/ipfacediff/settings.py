@@ -217,6 +217,9 @@ class EditSettings:
     pnp_attn_t: float = 0.5
     pnp_f_t: float = 0.8
     batch_size: int = field(default=8, metadata=RUNTIME)  # frames per UNet call
+    # prompts of one video edited in one call sharing the source pass (the edit stage); each holds its
+    # own latents and keyframe outputs during a step, so memory grows with it
+    prompts_per_pass: int = field(default=4, metadata=RUNTIME)
     attn_chunk: int = field(default=4096, metadata=RUNTIME)  # queries per attention / nearest-neighbour call
     ff_chunk: int = field(default=16, metadata=RUNTIME)  # latents per feed-forward chunk in the keyframe pass (0: all)
     attention_slicing: str | int | None = field(default=None, metadata=RUNTIME)  # diffusers' cross-attention slicing
@@ -226,6 +229,7 @@ class EditSettings:
     def __post_init__(self):
         checks = {
             "steps": self.steps >= 1, "batch_size": self.batch_size >= 1, "keyframe_interval": self.keyframe_interval >= 1,
+            "prompts_per_pass": self.prompts_per_pass >= 1,
             "attn_chunk": self.attn_chunk >= 1, "ff_chunk": self.ff_chunk >= 0,
             "pnp_attn_t": 0 <= self.pnp_attn_t <= 1, "pnp_f_t": 0 <= self.pnp_f_t <= 1,
             "guidance_scale": self.guidance_scale >= 0,

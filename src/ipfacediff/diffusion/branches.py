@@ -118,24 +118,46 @@ def _lora_layers(unet: torch.nn.Module) -> list:
 def _activate_adapter(unet: torch.nn.Module, adapter: str | None) -> None:
     """Make `adapter` the only active LoRA adapter of `unet` (None: all adapters off).
 
-    Does what diffusers' set_adapters/disable_adapters do, on a cached layer list, and nothing when the
-    layers are already in that state: the editor switches branches twice per frame batch.
+    The editor switches branches twice per frame batch, under no_grad. peft's `set_adapter` /
+    `enable_adapters` (what diffusers' set_adapters/disable_adapters call) also set requires_grad on
+    every adapter parameter, a walk over all of them on every switch (about 40 ms at the sample
+    profile's size, more at true size), which inference does not need: the switch sets each cached
+    layer's active-adapter list and disable flag only (the two attributes peft's own setters end
+    with), and checks on one layer that peft reads them back as set.
     """
     if not getattr(unet, "peft_config", None):
         return
     layers = _lora_layers(unet)
     probe = layers[0]
     if adapter is None:
-        if probe.disable_adapters:
-            return
+        if not probe.disable_adapters:
+            for layer in layers:
+                layer._disable_adapters = True
+    elif probe.disable_adapters or list(probe.active_adapters) != [adapter]:
+        if adapter not in unet.peft_config:
+            raise ValueError(f"no LoRA adapter {adapter!r} on this UNet (it has {sorted(unet.peft_config)})")
         for layer in layers:
-            layer.enable_adapters(False)
-        return
-    if not probe.disable_adapters and list(probe.active_adapters) == [adapter]:
-        return
-    for layer in layers:
-        layer.set_adapter([adapter])
-        layer.enable_adapters(True)
+            layer._active_adapter = [adapter]
+            layer._disable_adapters = False
+    if probe.disable_adapters != (adapter is None) or (adapter is not None and list(probe.active_adapters) != [adapter]):
+        raise RuntimeError(f"peft did not take the adapter switch to {adapter!r} (peft's layer attributes changed?)")
+
+
+def add_lora_adapters(unet: torch.nn.Module, configs: dict) -> None:
+    """Add the LoRA adapters `configs` ({name: LoraConfig}) to a UNet that has none, through ONE
+    peft tuner: created with every config, it injects the first; the others go in with the tuner's
+    `inject_adapter`, which is how peft adds an adapter to an adapted model (PeftModel.add_adapter
+    does the same). Calling diffusers' `add_adapter` once per adapter would build a second tuner over
+    an already adapted model, which peft warns about ("Already found a `peft_config` attribute")."""
+    from peft.tuners.lora import LoraModel
+
+    if getattr(unet, "peft_config", None):
+        raise ValueError(f"UNet already has adapters {sorted(unet.peft_config)}")
+    first, *rest = configs
+    tuner = LoraModel(unet, dict(configs), adapter_name=first)
+    for name in rest:
+        tuner.inject_adapter(unet, name)
+    unet._hf_peft_config_loaded = True  # what diffusers' loader sets: its adapter methods work on it
 
 
 def _lora_file(path: Path) -> tuple[object, dict[str, torch.Tensor]]:
@@ -158,22 +180,15 @@ def _lora_file(path: Path) -> tuple[object, dict[str, torch.Tensor]]:
 
 
 def _attach_loras(unet: torch.nn.Module, paths: dict[str, Path]) -> None:
-    """Attach LoRA branches to `unet` through ONE peft tuner: it is created with every adapter's
-    config and injects the first; the others go in with the tuner's `inject_adapter`, which is how
-    peft adds an adapter to an adapted model (PeftModel.add_adapter does the same). Loading each
-    with diffusers' `load_lora_adapter` would build a second tuner over an already adapted model,
-    which peft warns about ("Already found a `peft_config` attribute") on every run."""
+    """Attach LoRA branches to `unet` through ONE peft tuner (`add_lora_adapters`), then load each
+    adapter's weights. Loading each with diffusers' `load_lora_adapter` would build a second tuner
+    over an already adapted model, which peft warns about on every run."""
     from peft import set_peft_model_state_dict
-    from peft.tuners.lora import LoraModel
 
     loaded = {name: _lora_file(path) for name, path in paths.items()}
     plain = {n: c for n, (c, _) in loaded.items() if c is not None}
     if plain and not getattr(unet, "peft_config", None):
-        first, *rest = plain
-        tuner = LoraModel(unet, dict(plain), adapter_name=first)
-        for name in rest:
-            tuner.inject_adapter(unet, name)
-        unet._hf_peft_config_loaded = True  # what diffusers' loader sets: its adapter methods work on it
+        add_lora_adapters(unet, plain)
     for name, (config, state) in loaded.items():
         if name in plain and config is plain.get(name) and getattr(unet, "peft_config", {}).get(name) is config:
             result = set_peft_model_state_dict(unet, state, adapter_name=name)
