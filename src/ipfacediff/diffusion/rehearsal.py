@@ -441,7 +441,8 @@ def rehearse(components, n_frames: int, edit_config, steps: int, invert_steps: i
         # built after the inversion, as in the DAG: its memory options (VAE slicing) are the edit's
         pipe = MeteredPipeline(components, None, edit_config, progress=False, meter=meter, memo=memo)
         info = edit_and_decode(pipe, meter, inversion, steps, method, seed, prompt)
-    return summarise(meter, {"frames": n_frames, "keyframes_per_step": len(info["keyframes"][0]) if info["keyframes"] else 0})
+    return summarise(meter, {"frames": n_frames, "keyframes_per_step": len(info["keyframes"][0]) if info["keyframes"] else 0,
+                             "keyframe_attention": info["keyframe_attention"]})
 
 
 def measure_real(components, branches, frames, edit_config, steps: int, invert_steps: int, invert_batch_size: int = 8, method: str = "ours",
@@ -458,4 +459,5 @@ def measure_real(components, branches, frames, edit_config, steps: int, invert_s
             invert_video(components, branches, frames, Path(tmp) / "v.safetensors", "", invert_steps, invert_batch_size, progress=False)
         pipe = MeteredPipeline(components, branches, edit_config, progress=False, meter=meter, memo=None)
         info = edit_and_decode(pipe, meter, InversionCache(Path(tmp) / "v.safetensors"), steps, method, seed, prompt)
-    return summarise(meter, {"frames": len(frames), "keyframes_per_step": len(info["keyframes"][0]) if info["keyframes"] else 0})
+    return summarise(meter, {"frames": len(frames), "keyframes_per_step": len(info["keyframes"][0]) if info["keyframes"] else 0,
+                             "keyframe_attention": info["keyframe_attention"]})
