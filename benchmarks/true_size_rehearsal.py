@@ -249,8 +249,8 @@ def main(argv=None) -> int:
     })
     write_json(args.out, result)
     if args.plot:
-        title = (f"{args.arch} {args.size}px {args.dtype}, {args.invert_steps}+{args.steps} steps, method {args.method} "
-                 "(meta-device rehearsal)")
+        title = (f"{args.arch} {args.size}px {args.dtype}, {args.invert_steps}+{args.steps} steps, method {args.method}, "
+                 f"keyframe attention {attention_label(rows[-1])} (meta-device rehearsal)")
         plot(rows, args.plot, title)
     print(json.dumps(result["targets"], indent=1))
     return 0
