@@ -85,19 +85,21 @@ def main(argv=None) -> int:
         cache = InversionCache(Path(args.inversions) / entry["file"])
         source, _, _ = load_prepped(Path(args.prepped) / vid)
         crossing = crossing_pairs(len(source), group_frames)
-        row = {"video": vid, "frames": len(source), "steps": cache.steps, "boundaries_at_frames": list(range(group_frames, len(source), group_frames))}
+        row = {"video": vid, "frames": len(source), "steps": cache.steps,
+               "boundaries_at_frames": list(range(group_frames, len(source), group_frames))}
         for mode in MODES:
             cfg = EditConfig(steps=cache.steps, keyframe_interval=args.keyframe_interval, keyframe_attention=mode,
                              keyframe_group_size=args.group_size, keyframe_anchors=args.anchors)
-            out = engine.pipeline(cfg, progress=False)(args.prompt, cache, method="ours", generator=torch.Generator().manual_seed(args.seed))
+            pipe = engine.pipeline(cfg, progress=False)
+            out = pipe(args.prompt, cache, method="ours", generator=torch.Generator().manual_seed(args.seed))
             res = warp_error(out.frames, flow, source=source)
             row[mode] = {"keyframe_attention": out.info["keyframe_attention"], "warp_error": round(res.warp_error, 4),
                          "per_pair": [round(e, 4) for e in res.per_pair], **split_means(res.per_pair, crossing)}
             pooled[mode][0].extend(res.per_pair)
             pooled[mode][1].extend(crossing)
         rows.append(row)
-        print(json.dumps({"video": vid, **{m: {k: row[m][k] for k in ("crossing_mean", "inside_mean", "crossing_over_inside")} for m in MODES}}),
-              flush=True)
+        brief = {m: {k: row[m][k] for k in ("crossing_mean", "inside_mean", "crossing_over_inside")} for m in MODES}
+        print(json.dumps({"video": vid, **brief}), flush=True)
     result = {
         "command": "python benchmarks/seams.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "label": "RANDOM-WEIGHT sample-profile tiny model: a mechanism check of group seams, not a quality result",

@@ -236,7 +236,8 @@ def main(argv=None) -> int:
     result.update({
         "arch": args.arch, "unet_params": sum(p.numel() for p in comps.unet.parameters()), "dtype": args.dtype, "size": args.size,
         "steps": args.steps, "invert_steps": args.invert_steps, "batch_size": args.batch_size, "keyframe_interval": args.keyframe_interval,
-        "method": args.method, "prompts": args.prompts, "keyframe_attention": args.keyframe_attention, "edit_config": dataclasses.asdict(cfg),
+        "method": args.method, "prompts": args.prompts, "keyframe_attention": args.keyframe_attention,
+        "edit_config": dataclasses.asdict(cfg),
         "unet_forward_tflop": round(unet_tflop, 4), "weights_bytes": weights,
         "distinct_call_shapes_measured": len(memo), "hardware": hardware_info(torch.device("cpu")),
         "wall_s": round(time.perf_counter() - t_all, 1), "rows": rows, "targets": targets(rows),

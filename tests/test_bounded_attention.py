@@ -5,8 +5,6 @@ length, and exact mode untouched."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch

@@ -214,7 +214,8 @@ class IPFaceDiffPipeline:
         return out
 
     # ------------------------------------------------------------------ exact or bounded
-    def keyframe_attention(self, method: Method, n_frames: int, latent_hw: tuple[int, int], prompts: int, groups: int) -> KeyframeAttentionChoice:
+    def keyframe_attention(self, method: Method, n_frames: int, latent_hw: tuple[int, int], prompts: int,
+                           groups: int) -> KeyframeAttentionChoice:
         """The config's keyframe attention request resolved for this video (keyframe_attention.py's
         rule on eq. 1-2 estimates of the stored keyframe state); InputError naming the parameter
         when it cannot work."""
@@ -225,7 +226,8 @@ class IPFaceDiffPipeline:
         K = -(-n_frames // cfg.keyframe_interval)  # one keyframe per block of keyframe_interval frames
         G, A = cfg.keyframe_group_size, cfg.keyframe_anchors
         exact = keyframe_state_bytes(shapes, K, groups, prompts, itemsize)
-        bounded = keyframe_state_bytes(shapes, min(G + 1, K), groups, prompts, itemsize) + anchor_state_bytes(shapes, A, groups, prompts, itemsize)
+        bounded = (keyframe_state_bytes(shapes, min(G + 1, K), groups, prompts, itemsize)  # a group + the carried keyframe
+                   + anchor_state_bytes(shapes, A, groups, prompts, itemsize))
         if not method.propagate:
             return KeyframeAttentionChoice(cfg.keyframe_attention, "none", f"method {method.name} has no keyframes", G, A,
                                            cfg.keyframe_memory_gib, round(exact / 1024**3, 4), round(bounded / 1024**3, 4), 0)

@@ -248,7 +248,8 @@ class MeteredPipeline(IPFaceDiffPipeline):
         if key is not None and key in self.memo:
             return self._replay(state, mode, phase, self.memo[key], src.device)
         # weak references: holding the entries would keep the ones the call replaces alive
-        before = {k: (weakref.ref(v), block_bytes(v.untyped_storage().nbytes()), id(v.untyped_storage())) for k, v in stored_state(state).items()}
+        before = {k: (weakref.ref(v), block_bytes(v.untyped_storage().nbytes()), id(v.untyped_storage()))
+                  for k, v in stored_state(state).items()}
         with self.meter.region(phase) as res:
             eps = super()._pair(state, method, mode, xs, src, t, emb, guidance_scale)
         if key is not None:
