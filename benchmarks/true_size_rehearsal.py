@@ -43,6 +43,11 @@ def parse(argv=None):
     ap.add_argument("--method", default="ours")
     ap.add_argument("--ff-chunk", type=int,
                     help="edit.ff_chunk: latents per feed-forward chunk in the keyframe pass (0: off; default: the config's)")
+    ap.add_argument("--keyframe-attention", choices=["auto", "exact", "bounded"], default="exact",
+                    help="edit.keyframe_attention (default exact: the rows without the bounded mode)")
+    ap.add_argument("--group-size", type=int, help="edit.keyframe_group_size (default: the config's)")
+    ap.add_argument("--anchors", type=int, help="edit.keyframe_anchors (default: the config's)")
+    ap.add_argument("--memory-gib", type=float, help="edit.keyframe_memory_gib (default: the config's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--prompts", type=int, default=1, help="P prompts edited in one run sharing the source pass")
     ap.add_argument("--validate", action="store_true", help="first compare against a real CPU run of the tiny models")
@@ -99,8 +104,19 @@ def targets(rows: list[dict]) -> dict:
     }
 
 
+def edit_config(args, **kw):
+    """EditConfig of the command line's edit options (others: the config's defaults)."""
+    from ipfacediff.diffusion.pipeline import EditConfig
+
+    opts = {"ff_chunk": args.ff_chunk, "keyframe_group_size": args.group_size, "keyframe_anchors": args.anchors,
+            "keyframe_memory_gib": args.memory_gib}
+    return EditConfig(methods=[args.method], keyframe_attention=args.keyframe_attention, **{k: v for k, v in opts.items() if v is not None},
+                      **kw)
+
+
 def validate(args) -> dict:
     """Tiny architecture: real CPU run (every call executed, real weights) against the rehearsal."""
+    import dataclasses
     import tempfile
 
     import torch
@@ -108,11 +124,12 @@ def validate(args) -> dict:
     from ipfacediff.diffusion import models as M
     from ipfacediff.diffusion import rehearsal as R
     from ipfacediff.diffusion.branches import BranchSet
-    from ipfacediff.diffusion.pipeline import EditConfig
     from ipfacediff.diffusion.timing import synthetic_frames
 
     n, steps, size = 14, 3, 64
-    cfg = EditConfig(steps=steps, batch_size=2, methods=[args.method])  # small batches: repeated call shapes
+    cfg = edit_config(args, steps=steps, batch_size=2)  # small batches: repeated call shapes
+    if args.keyframe_attention == "bounded":  # 14 frames: 4 keyframes in groups of 2 + 1 anchor, so the tiny run is bounded too
+        cfg = dataclasses.replace(cfg, keyframe_interval=4, keyframe_group_size=2, keyframe_anchors=1)
     with tempfile.TemporaryDirectory() as tmp:
         M.build_tiny(Path(tmp) / "base", seed=args.seed, sample_size=size)
         comps = M.load_components(Path(tmp) / "base", "cpu", torch.float32)
@@ -121,7 +138,8 @@ def validate(args) -> dict:
     meta = R.rehearse(R.meta_components("tiny", torch.float32, size), n, cfg, steps, steps, invert_batch_size=4,
                       method=args.method, seed=args.seed, size=size)
     diff = {k: meta["peak_bytes"][k] - real["peak_bytes"][k] for k in real["peak_bytes"]}
-    return {"config": {"arch": "tiny", "frames": n, "steps": steps, "size": size, "batch_size": 2, "invert_batch_size": 4},
+    return {"config": {"arch": "tiny", "frames": n, "steps": steps, "size": size, "batch_size": 2, "invert_batch_size": 4,
+                       "keyframe_attention": real["keyframe_attention"]},
             "flops_equal": real["flops"] == meta["flops"], "real": real, "rehearsal": meta, "peak_bytes_rehearsal_minus_real": diff}
 
 
@@ -133,12 +151,12 @@ def plot(rows: list[dict], path: str, title: str) -> None:
 
     n = [r["frames"] for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    for key in ("invert", "keyframe_pass", "propagation_pass", "decode", "total"):
+    for key in ("invert", "anchor_pass", "keyframe_pass", "propagation_pass", "decode", "total"):
         a.plot(n, [r["flops"].get(key, 0) / 1e15 for r in rows], marker="o", label=key)
     a.plot(n, [r["floor_tflop_per_frame"] * f / 1e3 for r, f in zip(rows, n)], "k--", label="floor (no joint attention)")
     a.set(xlabel="frames", ylabel="PFLOP", title="FLOPs per phase")
     a.legend(fontsize=7)
-    for key in ("invert", "keyframe_pass", "propagation_pass", "decode"):
+    for key in ("invert", "anchor_pass", "keyframe_pass", "propagation_pass", "decode"):
         b.plot(n, [r["peak_gib_by_phase"].get(key, 0) for r in rows], marker="o", label=key)
     b.plot(n, [r["peak_gib_with_weights"] for r in rows], "k-", marker="s", label="max + weights")
     b.set(xlabel="frames", ylabel="GiB", title="peak live tensor bytes")
@@ -151,17 +169,25 @@ def plot(rows: list[dict], path: str, title: str) -> None:
         fig.savefig(tmp, format="png", dpi=110)
 
 
+def attention_label(row: dict) -> str:
+    """'exact', or 'bounded G=16 A=4' (rows from before the bounded mode existed are exact)."""
+    kfa = row.get("keyframe_attention")
+    if not kfa or kfa["used"] != "bounded":
+        return "exact"
+    return f"bounded G={kfa['group_size']} A={kfa['anchors']}"
+
+
 def table(paths: list[str]) -> str:
     """Markdown rows (one per file and length) of the committed results."""
-    lines = ["| file | ff_chunk | prompts | frames | K/step | TFLOP total | TFLOP/frame (floor) "
+    lines = ["| file | keyframe attention | ff_chunk | prompts | frames | K/step | TFLOP total | TFLOP/frame (floor) "
              "| peak GiB by phase: invert / keyframe / propagation / decode | peak GiB + weights | rehearsal wall s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for path in paths:
         res = json.loads(Path(path).read_text())
         for r in res["rows"]:
             ph = r["peak_gib_by_phase"]
             lines.append(
-                f"| `{Path(path).name}` | {res.get('edit_config', {}).get('ff_chunk', 0)} | {res.get('prompts', 1)} "
+                f"| `{Path(path).name}` | {attention_label(r)} | {res.get('edit_config', {}).get('ff_chunk', 0)} | {res.get('prompts', 1)} "
                 f"| {r['frames']} | {r['keyframes_per_step']} | "
                 f"{r['tflop_total']:,.0f} | {r['tflop_per_frame']:.1f} ({r['floor_tflop_per_frame']:.1f}) | "
                 f"{ph.get('invert', 0):.2f} / {ph.get('keyframe_pass', 0):.2f} / "
@@ -183,7 +209,6 @@ def main(argv=None) -> int:
 
     from ipfacediff.diffusion import models as M
     from ipfacediff.diffusion import rehearsal as R
-    from ipfacediff.diffusion.pipeline import EditConfig
     from ipfacediff.diffusion.timing import hardware_info
     from ipfacediff.fsio import write_json
 
@@ -195,9 +220,7 @@ def main(argv=None) -> int:
         print(json.dumps({k: result["validation"][k] for k in ("flops_equal", "peak_bytes_rehearsal_minus_real")}))
     dtype = M.resolve_dtype(args.dtype)
     comps = R.meta_components(args.arch, dtype, args.size)
-    cfg = EditConfig(steps=args.steps, batch_size=args.batch_size, keyframe_interval=args.keyframe_interval, methods=[args.method])
-    if args.ff_chunk is not None:
-        cfg = dataclasses.replace(cfg, ff_chunk=args.ff_chunk)
+    cfg = edit_config(args, steps=args.steps, batch_size=args.batch_size, keyframe_interval=args.keyframe_interval)
     unet_tflop = forward_tflop(comps, args.size)
     weights = sum(R.weight_bytes(comps, m) for m in ("unet", "vae", "text_encoder"))
     memo: dict = {}
@@ -213,7 +236,8 @@ def main(argv=None) -> int:
     result.update({
         "arch": args.arch, "unet_params": sum(p.numel() for p in comps.unet.parameters()), "dtype": args.dtype, "size": args.size,
         "steps": args.steps, "invert_steps": args.invert_steps, "batch_size": args.batch_size, "keyframe_interval": args.keyframe_interval,
-        "method": args.method, "prompts": args.prompts, "keyframe_attention": "exact", "edit_config": dataclasses.asdict(cfg),
+        "method": args.method, "prompts": args.prompts, "keyframe_attention": args.keyframe_attention,
+        "edit_config": dataclasses.asdict(cfg),
         "unet_forward_tflop": round(unet_tflop, 4), "weights_bytes": weights,
         "distinct_call_shapes_measured": len(memo), "hardware": hardware_info(torch.device("cpu")),
         "wall_s": round(time.perf_counter() - t_all, 1), "rows": rows, "targets": targets(rows),
@@ -226,8 +250,8 @@ def main(argv=None) -> int:
     })
     write_json(args.out, result)
     if args.plot:
-        title = (f"{args.arch} {args.size}px {args.dtype}, {args.invert_steps}+{args.steps} steps, method {args.method} "
-                 "(meta-device rehearsal)")
+        title = (f"{args.arch} {args.size}px {args.dtype}, {args.invert_steps}+{args.steps} steps, method {args.method}, "
+                 f"keyframe attention {attention_label(rows[-1])} (meta-device rehearsal)")
         plot(rows, args.plot, title)
     print(json.dumps(result["targets"], indent=1))
     return 0

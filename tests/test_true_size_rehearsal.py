@@ -49,8 +49,13 @@ def test_shape_only_inversion_is_an_inverted_video():
         inv.latents(4)
 
 
+# 6 frames, 3 keyframes in groups of 1 (the 2nd and 3rd carry a keyframe: one call shape, replayed), 1 anchor; 2 steps
+BOUNDED = dict(keyframe_interval=2, keyframe_attention="bounded", keyframe_group_size=1, keyframe_anchors=1)
+
+
 @pytest.mark.slow
-def test_rehearsal_matches_a_real_cpu_run(tmp_path):
+@pytest.mark.parametrize("attention,n,steps", [({}, 10, 3), (BOUNDED, 6, 2)], ids=["exact", "bounded"])
+def test_rehearsal_matches_a_real_cpu_run(tmp_path, attention, n, steps):
     """Same code path, same seed: the meta rehearsal (repeated call shapes replayed) books the same
     FLOPs per phase as the real run, exactly (the same ops on the same shapes), and the same peak
     live bytes except for tensors on the host: the real CPU run counts them (its device IS the host),
@@ -58,8 +63,8 @@ def test_rehearsal_matches_a_real_cpu_run(tmp_path):
     the host holds at a peak: one batch of uint8 frames (the inversion's input batch, the decoder's
     output batch) and bookkeeping tensors (blend plans, keyframe indices, timesteps, scalars: each one
     512-byte block, a dozen or so live; 64 of them = 32 KiB bounds them)."""
-    n, steps, size, invert_batch = 10, 3, 64, 4
-    cfg = EditConfig(steps=steps, batch_size=2, methods=["ours"])  # batches of 2: repeated call shapes
+    size, invert_batch = 64, 4
+    cfg = EditConfig(steps=steps, batch_size=2, methods=["ours"], **attention)  # batches of 2: repeated call shapes
     M.build_tiny(tmp_path / "base", seed=0, sample_size=size)
     comps = M.load_components(tmp_path / "base", "cpu", torch.float32)
     real = R.measure_real(comps, BranchSet(base=comps.unet), synthetic_frames(n, size), cfg, steps, steps,
@@ -69,6 +74,7 @@ def test_rehearsal_matches_a_real_cpu_run(tmp_path):
     assert real["pair_calls"] == meta["pair_calls"]
     assert real["flops"] == meta["flops"]
     assert real["flops"]["keyframe_pass"] > 0 and real["flops"]["propagation_pass"] > 0
+    assert (real["flops"].get("anchor_pass", 0) > 0) == bool(attention)
     host_bound = R.block_bytes(max(invert_batch, cfg.batch_size) * size * size * 3) + 32 * 1024
     for phase, real_peak in real["peak_bytes"].items():
         assert 0 <= real_peak - meta["peak_bytes"][phase] <= host_bound, (phase, meta["peak_bytes"][phase], real_peak)

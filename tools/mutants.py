@@ -15,6 +15,7 @@ STEPS = f"{REF}::test_edit_steps_match_reference_per_layer"  # ours vs the float
 END2END = f"{REF}::test_whole_edit_matches_reference_end_to_end"
 INVERSION = f"{REF}::test_inversion_matches_reference"
 PROP = "tests/test_propagation.py"
+BOUNDED = "tests/test_bounded_attention.py"
 ATTN = "tests/test_attention.py"
 INJ = "tests/test_injection.py"
 
@@ -46,11 +47,12 @@ MUTANTS: list[Mutant] = [
              "kf = kf if i else sample_keyframes(N, cfg.keyframe_interval, generator)"),),
            (STEPS,)),
     Mutant("correspondences_from_edited_video", "nearest neighbours found in the edit pass's features, not the original video's",
-           ((ATT, "            st.kf_features[self.name] = x\n", "            pass\n"),
+           ((ATT, "            st.kf_features[self.name] = torch.cat([st.kf_features[self.name], x]) if st.carried else x\n", "            pass\n"),
             (ATT, "            st.corr[self.name] = correspondences(x, st.kf_features[self.name], st.plan, st.keyframes, st.chunk)\n",
              "            pass\n"),
-            (ATT, "            st.kf_out[self.name] = out\n",
-             "            st.kf_out[self.name] = out\n            st.kf_features[self.name] = x[-len(x) // st.groups :]\n"),
+            (ATT, "                st.kf_out[self.name] = cat_groups(st.kf_out[self.name], out, st.groups) if st.carried else out\n",
+             "                st.kf_out[self.name] = cat_groups(st.kf_out[self.name], out, st.groups) if st.carried else out\n"
+             "                st.kf_features[self.name] = x[-len(x) // st.groups :]\n"),
             (ATT, "        idx_prev, idx_next = st.corr[self.name]\n",
              "        idx_prev, idx_next = correspondences(x[-len(x) // G :], st.kf_features[self.name], st.plan, st.keyframes, st.chunk)\n")),
            (STEPS,)),
@@ -112,6 +114,13 @@ MUTANTS: list[Mutant] = [
     Mutant("wrong_latent_scaling_encode", "VAE latents divided by the scaling factor instead of multiplied",
            ((LAT, "return torch.cat(out) * vae.config.scaling_factor", "return torch.cat(out) / vae.config.scaling_factor"),),
            (INVERSION,)),
+    Mutant("bounded_keyframes_ignore_anchors", "bounded mode: a keyframe group attends to its own keyframes only (anchors' keys/values dropped)",
+           ((ATT, "            k, v = cat_groups(k, kv[0], st.groups), cat_groups(v, kv[1], st.groups)\n", "            pass\n"),),
+           (f"{BOUNDED}::test_keyframe_keys_are_own_group_then_anchors_and_propagation_uses_the_nearest_keyframes",)),
+    Mutant("bounded_window_plan_global_positions", "bounded mode: propagation reads window keyframes at global keyframe positions",
+           ((PRO, "BlendPlan(p.frames, p.prev - held, p.next - held, p.w_prev, p.w_next)", "BlendPlan(p.frames, p.prev, p.next, p.w_prev, p.w_next)"),),
+           (f"{BOUNDED}::test_windows_cover_every_frame_once_with_the_global_blend",
+            f"{BOUNDED}::test_keyframe_keys_are_own_group_then_anchors_and_propagation_uses_the_nearest_keyframes")),
     Mutant("wrong_latent_scaling_decode", "latents multiplied by the scaling factor before decoding instead of divided",
            ((LAT, "vae.decode(b.to(vae.device, vae.dtype) / vae.config.scaling_factor)", "vae.decode(b.to(vae.device, vae.dtype) * vae.config.scaling_factor)"),),
            (END2END,)),

@@ -225,6 +225,13 @@ class EditSettings:
     attention_slicing: str | int | None = field(default=None, metadata=RUNTIME)  # diffusers' cross-attention slicing
     vae_slicing: bool = field(default=True, metadata=RUNTIME)
     vae_tiling: bool = False
+    # keyframe attention for long videos (diffusion/keyframe_attention.py): exact TokenFlow joint
+    # attention, or bounded (groups of keyframe_group_size keyframes + keyframe_anchors anchors);
+    # auto: exact while its stored keyframe state fits keyframe_memory_gib, else bounded
+    keyframe_attention: str = "auto"
+    keyframe_group_size: int = 16
+    keyframe_anchors: int = 4
+    keyframe_memory_gib: float = 8.0
 
     def __post_init__(self):
         checks = {
@@ -233,6 +240,10 @@ class EditSettings:
             "attn_chunk": self.attn_chunk >= 1, "ff_chunk": self.ff_chunk >= 0,
             "pnp_attn_t": 0 <= self.pnp_attn_t <= 1, "pnp_f_t": 0 <= self.pnp_f_t <= 1,
             "guidance_scale": self.guidance_scale >= 0,
+            "keyframe_attention (expected auto, exact or bounded)": self.keyframe_attention in ("auto", "exact", "bounded"),
+            "keyframe_group_size (expected >= 1)": self.keyframe_group_size >= 1,
+            "keyframe_anchors (expected >= 1)": self.keyframe_anchors >= 1,
+            "keyframe_memory_gib (expected > 0)": self.keyframe_memory_gib > 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:

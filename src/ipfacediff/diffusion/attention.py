@@ -12,6 +12,12 @@ the keyframe axis as part of the token axis, (G*K, S, C) -> (G, H, K*S, d), make
 attention per CFG group over shared keys/values: no copy of K/V per keyframe, no per-head loop. Query
 chunks keep each `scaled_dot_product_attention` call's score block at (chunk x K*S), linear in the
 number of keyframes.
+
+Bounded keyframe attention (long videos, see pipeline.py): an "anchors" pass first runs a few anchor
+frames with joint attention among themselves and keeps, per layer, the keys/values they used; each
+keyframe group's queries then attend to its own keyframes' keys/values followed by the anchors', per
+CFG group. The step state holds one window of keyframes (the group + the previous group's last one,
+`EditState.carried`) instead of all of them.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import torch.nn.functional as F
 from .propagation import BlendPlan, correspondences, propagate
 
 ROLES = ("off", "source", "edit")
-MODES = ("frame", "keyframes", "propagate")
+MODES = ("frame", "keyframes", "propagate", "anchors")
 
 
 # --------------------------------------------------------------------------- attention math
@@ -63,6 +69,12 @@ def joint_attention(
     return out.transpose(1, 2).reshape(N, S, C)
 
 
+def cat_groups(a: torch.Tensor, b: torch.Tensor, groups: int) -> torch.Tensor:
+    """(G*Ka, S, C), (G*Kb, S, C) -> (G*(Ka+Kb), S, C): per CFG group, a's frames then b's."""
+    S, C = a.shape[1:]
+    return torch.cat([a.reshape(groups, -1, S, C), b.reshape(groups, -1, S, C)], dim=1).reshape(-1, S, C)
+
+
 # --------------------------------------------------------------------------- shared state
 
 
@@ -75,6 +87,9 @@ class EditState:
       self-attention layer's input features of the keyframes) and `corr` (correspondences of the
       current batch's frames to their keyframes). Written by the edit pass: `kf_out` (keyframe
       attention outputs, (G*K, S, C) per layer) that propagation blends.
+    Bounded keyframe attention adds `anchor_kv` (per layer, stack([k, v]) of the anchors, (2, G*A, S, C),
+    written by the "anchors" edit pass, read by every keyframe edit pass of the step) and `carried`
+    (the keyframe data already held is the previous window's last keyframe: new keyframes append).
     """
 
     role: str = "off"
@@ -93,6 +108,11 @@ class EditState:
     # `kf_out` at the current prompt's before each edit pass
     kf_outs: list[dict[str, torch.Tensor]] = field(default_factory=list)
     corr: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    # bounded mode: anchors' keys/values per layer (one dict per prompt in `anchor_kvs`, pointed at
+    # like `kf_out`), and whether `kf_features`/`kf_out` hold a carried keyframe to append to
+    anchor_kv: dict[str, torch.Tensor] = field(default_factory=dict)
+    anchor_kvs: list[dict[str, torch.Tensor]] = field(default_factory=list)
+    carried: bool = False
     step: int = 0  # sampling step index (for observers)
     # observer(state, layer, q, k): sees the q/k each self-attention actually used (None when the
     # output is propagated instead of computed); for tests and debugging
@@ -109,13 +129,24 @@ class EditState:
         self.resnet.clear()
         self.corr.clear()
 
+    def keep_last_keyframe(self) -> None:
+        """End of a bounded window: keep only the last held keyframe's features and outputs (the
+        next window's carried keyframe), copied so the window's storage is freed."""
+        for name, f in self.kf_features.items():
+            self.kf_features[name] = f[-1:].clone()
+        for d in self.kf_outs:
+            for name, out in d.items():
+                d[name] = out.view(self.groups, -1, *out.shape[1:])[:, -1].clone()
+        self.carried = bool(self.kf_features)
+
     def end_step(self) -> None:
         self.end_pass_pair()
         self.kf_features.clear()
         self.kf_out.clear()
-        for d in self.kf_outs:
+        for d in (*self.kf_outs, self.anchor_kv, *self.anchor_kvs):
             d.clear()
         self.keyframes = self.plan = None
+        self.carried = False
         self.role = "off"
 
 
@@ -165,7 +196,7 @@ class EditAttnProcessor:
     def _source(self, attn, x):
         st = self.state
         if st.mode == "keyframes":
-            st.kf_features[self.name] = x
+            st.kf_features[self.name] = torch.cat([st.kf_features[self.name], x]) if st.carried else x
         elif st.mode == "propagate":
             st.corr[self.name] = correspondences(x, st.kf_features[self.name], st.plan, st.keyframes, st.chunk)
         q, k, v = self._qkv(attn, x)
@@ -181,11 +212,17 @@ class EditAttnProcessor:
         if self.inject_qk and st.inject_qk:
             q_src, k_src = st.qk[self.name]
             q, k = expand_groups(q_src, st.groups), expand_groups(k_src, st.groups)
+        if st.mode == "anchors":  # bounded mode: the anchors attend among themselves; keep what they used
+            st.anchor_kv[self.name] = torch.stack([k, v])
+        elif st.mode == "keyframes" and st.anchor_kv:  # bounded mode: own keyframes' keys, then the anchors'
+            kv = st.anchor_kv[self.name]
+            k, v = cat_groups(k, kv[0], st.groups), cat_groups(v, kv[1], st.groups)
         if st.observer is not None:
             st.observer(st, self.name, q, k)
-        if st.mode == "keyframes":
+        if st.mode in ("keyframes", "anchors"):
             out = self._out(attn, joint_attention(q, k, v, attn.heads, st.groups, st.chunk, attn.scale))
-            st.kf_out[self.name] = out
+            if st.mode == "keyframes":
+                st.kf_out[self.name] = cat_groups(st.kf_out[self.name], out, st.groups) if st.carried else out
             return out
         return self._out(attn, frame_attention(q, k, v, attn.heads, st.chunk, attn.scale))
 
@@ -226,8 +263,9 @@ def install_processors(unet, state: EditState, qk_layers: set[str]) -> dict:
 
 def assert_installed(unet, state: EditState) -> None:
     """Every self-attention layer runs an EditAttnProcessor bound to `state`."""
-    procs = unet.attn_processors
-    missing = [k for k in self_attention_names(unet) if not (isinstance(procs[k], EditAttnProcessor) and procs[k].state is state)]
+    procs = unet.attn_processors  # one walk of the module tree (self_attention_names would walk it again)
+    missing = [k for k, proc in procs.items()
+               if k.endswith("attn1.processor") and not (isinstance(proc, EditAttnProcessor) and proc.state is state)]
     if missing:
         raise RuntimeError(f"edit attention processors were replaced on {len(missing)} layer(s), e.g. {missing[0]} "
                            "(apply memory options before installing processors)")

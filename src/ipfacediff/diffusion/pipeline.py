@@ -14,16 +14,29 @@ Everything goes through attention processors and forward hooks installed for the
 share every source pass (it depends on the inverted video only): one source + one edit pass per prompt.
 
 Memory: the edit latents of all frames are held (4 x h/8 x w/8 per frame); UNet work is streamed in
-batches; what grows with the video is the keyframe pass: its batch, and the keyframes' per-layer
-features and outputs (one keyframe per `keyframe_interval` frames, about 69 MB each at 512 px in
-16-bit), which exact joint attention needs at once by definition. Its feed-forward temporaries are
-chunked (`ff_chunk`). benchmarks/true_size_rehearsal.py measures all of it at true size.
+batches; what grows with the video in exact mode is the keyframe pass: its batch, and the keyframes'
+per-layer features and outputs (one keyframe per `keyframe_interval` frames, about 69 MB each at
+512 px in 16-bit), which exact joint attention needs at once by definition. Its feed-forward
+temporaries are chunked (`ff_chunk`). benchmarks/true_size_rehearsal.py measures all of it at true size.
+
+Bounded keyframe attention (`keyframe_attention`: exact | bounded | auto, the rule in
+keyframe_attention.py) replaces step 2-3 for long videos (Fairy-style anchors + TokenFlow groups):
+  a. anchor pass: A frames evenly spaced over the clip (fixed) get a source pass and an edit pass
+     with joint attention among themselves; each self-attention layer keeps the keys/values they used
+     (per CFG group and prompt); their noise prediction is discarded;
+  b. keyframes in contiguous groups of at most G; window by window, the group's keyframe pass (joint
+     attention over the group's keyframes followed by the anchors') then propagation of the frames
+     whose next keyframe is in the group (their previous one is in it or is the previous group's
+     last keyframe, carried over; everything else of the previous window is dropped).
+Stored state is then O(G + A) keyframes whatever the video's length. Exact mode is the same loop
+with one group and no anchors.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+import weakref
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterator, Protocol, Sequence, runtime_checkable
 
@@ -36,7 +49,9 @@ from ..settings import EditSettings
 from .attention import EditState, assert_installed, install_processors
 from .branches import BranchSet
 from .injection import injection_steps, install_resnet_hook, pnp_attention_layers
-from .propagation import blend_plan, sample_keyframes
+from .keyframe_attention import (KeyframeAttentionChoice, anchor_state_bytes, choose_keyframe_attention, keyframe_state_bytes,
+                                 self_attention_shapes)
+from .propagation import anchor_frames, blend_plan, keyframe_windows, sample_keyframes
 
 
 EditConfig = EditSettings  # params `edit` (settings.py); the name the tests and benchmarks use
@@ -83,15 +98,20 @@ def largest_divisor_at_most(n: int, limit: int) -> int:
     return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
 
 
+_FF_BLOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # UNet -> its transformer blocks
+
+
 @contextlib.contextmanager
 def feed_forward_chunks(unet, batch: int, limit: int) -> Iterator[None]:
     """Run every transformer block's feed-forward over at most `limit` latents at a time (diffusers'
     `set_chunk_feed_forward` on the batch axis): the keyframe pass's batch grows with the video, its
     feed-forward temporaries (8x the hidden width per token) then do not. Per-token maths unchanged."""
-    blocks = [m for m in unet.modules() if hasattr(m, "set_chunk_feed_forward")]
     if limit <= 0 or batch <= limit:
         yield
         return
+    blocks = _FF_BLOCKS.get(unet)
+    if blocks is None:  # found once per UNet: a walk over every module costs more than a tiny UNet's forward
+        blocks = _FF_BLOCKS[unet] = [m for m in unet.modules() if hasattr(m, "set_chunk_feed_forward")]
     for b in blocks:
         b.set_chunk_feed_forward(largest_divisor_at_most(batch, limit), dim=0)
     try:
@@ -176,14 +196,14 @@ class IPFaceDiffPipeline:
         (1 + 2P UNet batches with guidance), not 2P. Prompt p reads and writes `state.kf_outs[p]`."""
         conds, uncond, source = emb
         B = len(src)
-        ff = self.config.ff_chunk if mode == "keyframes" else 0
+        ff = self.config.ff_chunk if mode in ("keyframes", "anchors") else 0
         if method.inject or method.propagate:
             state.set("source", mode)
             with self.branches.use(method.source_branch) as unet, feed_forward_chunks(unet, B, ff):
                 unet(src, t, encoder_hidden_states=source.expand(B, -1, -1))
         out = []
         for p, (x, cond) in enumerate(zip(xs, conds)):
-            state.kf_out = state.kf_outs[p]
+            state.kf_out, state.anchor_kv = state.kf_outs[p], state.anchor_kvs[p]
             state.set("edit", mode)
             if state.groups == 2:
                 lat, text = torch.cat([x, x]), torch.cat([uncond.expand(B, -1, -1), cond.expand(B, -1, -1)])
@@ -198,6 +218,29 @@ class IPFaceDiffPipeline:
         state.end_pass_pair()
         state.role = "off"
         return out
+
+    # ------------------------------------------------------------------ exact or bounded
+    def keyframe_attention(self, method: Method, n_frames: int, latent_hw: tuple[int, int], prompts: int,
+                           groups: int) -> KeyframeAttentionChoice:
+        """The config's keyframe attention request resolved for this video (keyframe_attention.py's
+        rule on eq. 1-2 estimates of the stored keyframe state); InputError naming the parameter
+        when it cannot work."""
+        cfg = self.config
+        unet = self.components.unet
+        shapes = self_attention_shapes(unet.config, latent_hw)
+        itemsize = unet.dtype.itemsize
+        K = -(-n_frames // cfg.keyframe_interval)  # one keyframe per block of keyframe_interval frames
+        G, A = cfg.keyframe_group_size, cfg.keyframe_anchors
+        exact = keyframe_state_bytes(shapes, K, groups, prompts, itemsize)
+        bounded = (keyframe_state_bytes(shapes, min(G + 1, K), groups, prompts, itemsize)  # a group + the carried keyframe
+                   + anchor_state_bytes(shapes, A, groups, prompts, itemsize))
+        if not method.propagate:
+            return KeyframeAttentionChoice(cfg.keyframe_attention, "none", f"method {method.name} has no keyframes", G, A,
+                                           cfg.keyframe_memory_gib, round(exact / 1024**3, 4), round(bounded / 1024**3, 4), 0)
+        choice = choose_keyframe_attention(cfg.keyframe_attention, K, G, A, cfg.keyframe_memory_gib, exact, bounded)
+        if choice.bounded and A > n_frames:
+            raise InputError(None, f"edit.keyframe_anchors: {A} anchors but the video has only {n_frames} frames")
+        return choice
 
     # ------------------------------------------------------------------ the call
     @torch.no_grad()
@@ -264,6 +307,9 @@ class IPFaceDiffPipeline:
 
         state = EditState(groups=2 if g > 1.0 else 1, chunk=cfg.attn_chunk, observer=self.observer)
         x0 = source_latents(0, torch.arange(N))  # every edit starts from the inverted x_T
+        kfa = self.keyframe_attention(m, N, tuple(x0.shape[-2:]), len(prompts), state.groups)
+        anchors = anchor_frames(N, kfa.anchors) if kfa.bounded else None
+        group_size = kfa.group_size if kfa.bounded else N  # exact: one group holds every keyframe
         xs = [x0] + [x0.clone() for _ in prompts[1:]]
         history: list[list[int]] = []
         step_s: list[float] = []
@@ -285,24 +331,33 @@ class IPFaceDiffPipeline:
                 state.step, state.inject_qk, state.inject_f = i, i < n_qk, i < n_f
                 xs_next = [torch.empty_like(x) for x in xs]
                 state.kf_outs = [{} for _ in prompts]
+                state.anchor_kvs = [{} for _ in prompts]
 
                 def denoise(sel: torch.Tensor, mode: str) -> None:
                     rows = sel.to(device)
                     cur = [x[rows] for x in xs]
                     eps = self._pair(state, m, mode, cur, source_latents(i, sel), t, (conds, uncond, source), g)
+                    if mode == "anchors":  # only their keys/values are kept; the frames are denoised later
+                        return
                     for x_next, e, c in zip(xs_next, eps, cur):
                         x_next[rows] = scheduler.step(e, t, c).prev_sample
 
                 if m.propagate:
                     kf = sample_keyframes(N, cfg.keyframe_interval, generator)
                     history.append(frame_idx[kf].tolist())
-                    state.keyframes = kf.to(device)
-                    denoise(kf, "keyframes")
+                    if anchors is not None:
+                        state.keyframes = anchors.to(device)
+                        denoise(anchors, "anchors")
                     rest = torch.from_numpy(np.setdiff1d(np.arange(N), kf.numpy()))
-                    plan = blend_plan(rest, kf)
-                    for b in range(0, len(rest), cfg.batch_size):
-                        state.plan = plan[b : b + cfg.batch_size]
-                        denoise(rest[b : b + cfg.batch_size], "propagate")
+                    windows = keyframe_windows(blend_plan(rest, kf), len(kf), group_size)
+                    for win in windows:
+                        state.keyframes = kf[win.held_start : win.end].to(device)
+                        denoise(kf[win.start : win.end], "keyframes")
+                        for b in range(0, len(win.rows), cfg.batch_size):
+                            state.plan = win.plan[b : b + cfg.batch_size]
+                            denoise(rest[win.rows[b : b + cfg.batch_size]], "propagate")
+                        if win is not windows[-1]:
+                            state.keep_last_keyframe()  # the next window's carried keyframe; the rest is dropped
                 else:
                     for sel in torch.arange(N).split(cfg.batch_size):
                         denoise(sel, "frame")
@@ -328,6 +383,7 @@ class IPFaceDiffPipeline:
                 "timesteps": timesteps, "keyframe_interval": cfg.keyframe_interval, "batch_size": cfg.batch_size, "ff_chunk": cfg.ff_chunk,
                 "pnp_attn_t": cfg.pnp_attn_t, "pnp_f_t": cfg.pnp_f_t, "injected_steps": {"qk": n_qk, "resblock": n_f}, "n_frames": N,
                 "frames": frame_idx.tolist(), "keyframes": history, "memory_options": self.memory,
+                "keyframe_attention": {**asdict(kfa), "anchor_frames": [] if anchors is None else frame_idx[anchors].tolist()},
                 "branches": {"source": self._source_of(m.source_branch), "edit": self._source_of(m.edit_branch)},
                 "device": str(device), "dtype": str(dtype).replace("torch.", ""),
                 "timings_s": {"edit": round(edit_s, 4), "per_step": [round(s, 4) for s in step_s],

@@ -123,3 +123,59 @@ def correspondences(
         idx_next[rows] = nearest_neighbours(features[rows], kf_features[plan.next[two].to(kf_features.device)], chunk)
     keep = is_kf[:, None]
     return torch.where(keep, ident, idx_prev), torch.where(keep, ident, idx_next)
+
+
+# --------------------------------------------------------------------------- bounded keyframe attention
+
+
+def anchor_frames(n_frames: int, anchors: int) -> torch.Tensor:
+    """`anchors` frames evenly spaced over the clip, the same at every step (no random draw): the
+    centre of each of A equal segments, a_i = floor((2i + 1) N / (2A)), i = 0..A-1. Consecutive
+    anchors differ by N/A +- 1 >= 1 frames when A <= N, so they are distinct and increasing."""
+    if not 1 <= anchors <= n_frames:
+        raise ValueError(f"need 1 <= anchors <= n_frames, got {anchors} anchors for {n_frames} frames")
+    i = torch.arange(anchors)
+    return (2 * i + 1) * n_frames // (2 * anchors)
+
+
+@dataclass
+class KeyframeWindow:
+    """One window of bounded keyframe attention: keyframe group g (positions start..end-1 of the
+    step's keyframe list, computed in this window's keyframe pass), the keyframes it holds
+    (`held_start`..end-1: the group plus the previous group's last keyframe, carried over), and the
+    non-keyframes it propagates (`rows` into the step's non-keyframe list, `plan` their eq. 4 blend
+    with prev/next as positions into the held keyframes)."""
+
+    group: int
+    held_start: int
+    start: int
+    end: int
+    rows: torch.Tensor
+    plan: BlendPlan
+
+    @property
+    def carried(self) -> bool:
+        return self.held_start < self.start
+
+
+def keyframe_windows(plan: BlendPlan, n_keyframes: int, group_size: int) -> list[KeyframeWindow]:
+    """Split one step's keyframes into contiguous groups of at most G = `group_size` and its
+    non-keyframes (blend `plan` over all keyframes) by the group of their NEXT keyframe:
+
+        group(k) = floor(k / G) for keyframe position k,   window(f) = group(next(f)).
+
+    A frame's previous keyframe is next(f) - 1 or next(f) itself, so it lies in the same group or is
+    the previous group's last keyframe: each window needs its group's keyframes plus that one
+    (held_start = max(gG - 1, 0)), and the blend weights are the global plan's. Keyframe i is drawn
+    from frames [i x interval, (i+1) x interval), so group boundaries sit at multiples of
+    G x keyframe_interval in frame space. With G >= K this is one window: the plan unchanged."""
+    if group_size < 1 or n_keyframes < 1:
+        raise ValueError(f"need group_size >= 1 and n_keyframes >= 1, got {group_size}, {n_keyframes}")
+    owner = plan.next // group_size
+    windows = []
+    for g, start in enumerate(range(0, n_keyframes, group_size)):
+        end, held = min(start + group_size, n_keyframes), max(start - 1, 0)
+        rows = (owner == g).nonzero().squeeze(1)
+        p = plan[rows]
+        windows.append(KeyframeWindow(g, held, start, end, rows, BlendPlan(p.frames, p.prev - held, p.next - held, p.w_prev, p.w_next)))
+    return windows

@@ -42,7 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from .pipeline import EditOutput, IPFaceDiffPipeline
 
 BLOCK = 512  # CUDA's caching allocator rounds every allocation up to 512 bytes
-PHASE_OF_MODE = {"keyframes": "keyframe_pass", "propagate": "propagation_pass", "frame": "frame_pass"}
+PHASE_OF_MODE = {"keyframes": "keyframe_pass", "propagate": "propagation_pass", "frame": "frame_pass", "anchors": "anchor_pass"}
 
 
 def block_bytes(nbytes: int) -> int:
@@ -200,17 +200,25 @@ class CallCost:
     flops: int
     excess: int
     out: list[tuple[tuple[int, ...], torch.dtype]]  # each prompt's noise prediction: shape, dtype
-    stored: dict[tuple, tuple[tuple[int, ...], torch.dtype]]  # stored_state key -> shape, dtype
+    stored: dict[tuple, tuple[tuple[int, ...], torch.dtype]]  # stored_state key -> shape, dtype, (re)written by the call
+    dropped: tuple[tuple, ...] = ()  # stored_state keys the call removed
 
 
 # --------------------------------------------------------------------------- the metered pipeline
 
 def stored_state(state) -> dict[tuple, torch.Tensor]:
-    """What a pass pair leaves in the step state: keyframe features, and each prompt's outputs."""
+    """What a pass pair leaves in the step state: keyframe features, each prompt's outputs and (bounded
+    mode) each prompt's anchor keys/values."""
     out = {("kf_features", k): v for k, v in state.kf_features.items()}
     for p, d in enumerate(state.kf_outs):
         out.update({("kf_outs", p, k): v for k, v in d.items()})
+    for p, d in enumerate(state.anchor_kvs):
+        out.update({("anchor_kvs", p, k): v for k, v in d.items()})
     return out
+
+
+def _storage_bytes(tensors) -> int:
+    return sum(block_bytes(s.nbytes()) for s in {id(t.untyped_storage()): t.untyped_storage() for t in tensors}.values())
 
 
 class MeteredPipeline(IPFaceDiffPipeline):
@@ -228,7 +236,10 @@ class MeteredPipeline(IPFaceDiffPipeline):
     @staticmethod
     def signature(state, method, mode: str, xs: list[torch.Tensor]) -> tuple:
         two = int((state.plan.w_next > 0).sum()) if mode == "propagate" else None
-        return (mode, method.name, len(xs), tuple(xs[0].shape), xs[0].dtype, two, state.inject_qk, state.inject_f, state.groups)
+        # bounded mode: a keyframe pass appends to a carried keyframe and attends to the anchors' keys too
+        anchors = next(iter(state.anchor_kvs[0].values())).shape[1] if state.anchor_kvs and state.anchor_kvs[0] else 0
+        return (mode, method.name, len(xs), tuple(xs[0].shape), xs[0].dtype, two, state.inject_qk, state.inject_f, state.groups,
+                state.carried, anchors)
 
     def _pair(self, state, method, mode, xs, src, t, emb, guidance_scale):
         phase = PHASE_OF_MODE[mode]
@@ -236,16 +247,23 @@ class MeteredPipeline(IPFaceDiffPipeline):
         key = None if self.memo is None else self.signature(state, method, mode, xs)
         if key is not None and key in self.memo:
             return self._replay(state, mode, phase, self.memo[key], src.device)
-        before = set(stored_state(state))
+        # weak references: holding the entries would keep the ones the call replaces alive
+        before = {k: (weakref.ref(v), block_bytes(v.untyped_storage().nbytes()), id(v.untyped_storage()))
+                  for k, v in stored_state(state).items()}
         with self.meter.region(phase) as res:
             eps = super()._pair(state, method, mode, xs, src, t, emb, guidance_scale)
         if key is not None:
-            stored = {k: v for k, v in stored_state(state).items() if k not in before}
-            expect = sum(block_bytes(t.untyped_storage().nbytes()) for t in (*eps, *stored.values()))
+            after = stored_state(state)
+            # (re)written entries: new keys, or a new tensor under a held key (bounded mode appends to the carried keyframe)
+            stored = {k: v for k, v in after.items() if k not in before or before[k][0]() is not v}
+            dropped = tuple(k for k in before if k not in after)
+            replaced = {sid: n for k, (ref, n, sid) in before.items() if k not in after or ref() is not after[k]}
+            expect = _storage_bytes([*eps, *stored.values()]) - sum(replaced.values())
             if res.retained != expect:  # the replay would leave other tensors alive than the real call
                 raise RuntimeError(f"{key}: pass pair retained {res.retained} bytes, expected {expect} (outputs + stored state)")
             self.memo[key] = CallCost(res.flops, res.excess, [(tuple(e.shape), e.dtype) for e in eps],
-                                      {k: (tuple(v.shape), v.dtype) for k, v in stored.items()})
+                                      {k: (tuple(v.shape), v.dtype) for k, v in stored.items()}, dropped)
+        del before
         return eps
 
     def _decode_batch(self, latents: torch.Tensor):
@@ -269,11 +287,13 @@ class MeteredPipeline(IPFaceDiffPipeline):
 
     def _replay(self, state, mode: str, phase: str, cost: CallCost, device) -> list[torch.Tensor]:
         self.meter.replay(phase, cost.flops, cost.excess)
+        targets = lambda key: state.kf_features if key[0] == "kf_features" else getattr(state, key[0])[key[1]]  # noqa: E731
+        for key in cost.dropped:
+            del targets(key)[key[-1]]
         for key, (shape, dtype) in cost.stored.items():
-            target = state.kf_features if key[0] == "kf_features" else state.kf_outs[key[1]]
-            target[key[-1]] = torch.empty(shape, dtype=dtype, device=device)
+            targets(key)[key[-1]] = torch.empty(shape, dtype=dtype, device=device)
         state.mode = mode
-        state.kf_out = state.kf_outs[len(cost.out) - 1]
+        state.kf_out, state.anchor_kv = state.kf_outs[len(cost.out) - 1], state.anchor_kvs[len(cost.out) - 1]
         state.end_pass_pair()
         state.role = "off"
         return [torch.empty(shape, dtype=dtype, device=device) for shape, dtype in cost.out]
@@ -395,7 +415,7 @@ def edit_and_decode(pipe: IPFaceDiffPipeline, meter: Meter, inversion, steps: in
 
 def summarise(meter: Meter, extra: dict | None = None) -> dict:
     tr = meter.tracker
-    edit_phases = ("keyframe_pass", "propagation_pass", "frame_pass", "edit_other")
+    edit_phases = ("keyframe_pass", "propagation_pass", "frame_pass", "anchor_pass", "edit_other")
     flops = {k: int(v) for k, v in meter.flops.items()}
     flops["edit"] = sum(flops.get(p, 0) for p in edit_phases)
     flops["total"] = sum(v for k, v in flops.items() if k != "edit")
@@ -422,7 +442,8 @@ def rehearse(components, n_frames: int, edit_config, steps: int, invert_steps: i
         # built after the inversion, as in the DAG: its memory options (VAE slicing) are the edit's
         pipe = MeteredPipeline(components, None, edit_config, progress=False, meter=meter, memo=memo)
         info = edit_and_decode(pipe, meter, inversion, steps, method, seed, prompt)
-    return summarise(meter, {"frames": n_frames, "keyframes_per_step": len(info["keyframes"][0]) if info["keyframes"] else 0})
+    return summarise(meter, {"frames": n_frames, "keyframes_per_step": len(info["keyframes"][0]) if info["keyframes"] else 0,
+                             "keyframe_attention": info["keyframe_attention"]})
 
 
 def measure_real(components, branches, frames, edit_config, steps: int, invert_steps: int, invert_batch_size: int = 8, method: str = "ours",
@@ -439,4 +460,5 @@ def measure_real(components, branches, frames, edit_config, steps: int, invert_s
             invert_video(components, branches, frames, Path(tmp) / "v.safetensors", "", invert_steps, invert_batch_size, progress=False)
         pipe = MeteredPipeline(components, branches, edit_config, progress=False, meter=meter, memo=None)
         info = edit_and_decode(pipe, meter, InversionCache(Path(tmp) / "v.safetensors"), steps, method, seed, prompt)
-    return summarise(meter, {"frames": len(frames), "keyframes_per_step": len(info["keyframes"][0]) if info["keyframes"] else 0})
+    return summarise(meter, {"frames": len(frames), "keyframes_per_step": len(info["keyframes"][0]) if info["keyframes"] else 0,
+                             "keyframe_attention": info["keyframe_attention"]})
