@@ -68,8 +68,11 @@ def stage(dag: Path, out: Path, prompts: list[str], **edit) -> list[dict]:
 
 def comparable(record_file: Path) -> dict:
     """The record without what differs by construction: where it was written, wall times, how many
-    prompts shared the call."""
+    prompts shared the call, and the stored-state estimates that scale with that number (the mode
+    they chose, `used`, is compared)."""
     rec = json.loads(record_file.read_text())
+    for key in ("estimated_exact_gib", "estimated_bounded_gib", "reason"):  # the reason quotes the estimate
+        rec["edit"]["keyframe_attention"].pop(key)
     rec["output"].pop("path")
     rec["edit"].pop("timings_s")
     rec["edit"].pop("prompts_sharing_source_pass")
