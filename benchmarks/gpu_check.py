@@ -43,6 +43,8 @@ def parse(argv=None):
     ap.add_argument("--extrapolate-to", type=int, default=50, help="steps the per-step figures are scaled to")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--method", default="ours")
+    ap.add_argument("--keyframe-attention", choices=["auto", "exact", "bounded"], default="auto",
+                    help="edit.keyframe_attention (auto: exact while its keyframe state fits 8 GiB; 1200 frames at 512 px go bounded)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
     return ap.parse_args(argv)
@@ -117,6 +119,7 @@ def run_length(comps, frames, cfg, steps: int, method: str, seed: int, batch_siz
     gib = lambda b: None if b is None else round(b / GIB, 3)  # noqa: E731
     return {
         "frames": len(frames), "keyframes_per_step": len(out.info["keyframes"][0]) if out.info["keyframes"] else 0,
+        "keyframe_attention": out.info["keyframe_attention"],
         "invert_s": round(inv.seconds, 3), "edit_s": round(edit.seconds, 3), "decode_s": round(dec.seconds, 3),
         "edit_per_step_s": out.info["timings_s"]["per_step"],
         "pass_s_per_step": {p: [round(v, 4) for _, v in sorted(s.items())] for p, s in pipe.seconds.items()},
@@ -139,7 +142,6 @@ def main(argv=None) -> int:
     args = parse(argv)
     import dataclasses
 
-
     from ipfacediff.diffusion import models as M
     from ipfacediff.diffusion.pipeline import EditConfig
     from ipfacediff.diffusion.sdpa import check_sdpa
@@ -157,7 +159,7 @@ def main(argv=None) -> int:
         else:
             comps = M.build_true_size(args.seed, dtype, device, sample_size=size)
         sdpa = check_sdpa(comps.unet)  # warns when attention would run the math kernel on CUDA
-        cfg = EditConfig(steps=args.steps, batch_size=args.batch_size, methods=[args.method])
+        cfg = EditConfig(steps=args.steps, batch_size=args.batch_size, methods=[args.method], keyframe_attention=args.keyframe_attention)
         clip = synthetic_frames(max(args.frames), size, args.seed)
         run_length(comps, clip[:2], dataclasses.replace(cfg, steps=1), 1, args.method, args.seed, args.batch_size, work, progress=False)
         rows = []

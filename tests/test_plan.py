@@ -63,3 +63,19 @@ def test_cli_json_and_bad_input(capsys):
     assert "--frames" in capsys.readouterr().err
     with pytest.raises(InputError, match="unknown"):
         P.make_plan(compose(["profile=paper", "edit.prompts=[no_such_prompt]"]))
+
+
+def test_long_videos_are_costed_as_the_editor_runs_them():
+    """The planner resolves exact vs bounded keyframe attention with the editor's own rule: the paper's
+    300 frames fit the 8 GiB budget (exact, K^2 pairs); 1200 frames do not (bounded: groups of 16
+    attending to themselves + 4 anchors, plus the anchor pass), so work per frame stays flat."""
+    edit = compose(["profile=paper"])["edit"]
+    assert P.keyframe_groups(300, 8, 512, edit) == [38]
+    assert P.keyframe_groups(1200, 8, 512, edit) == [16] * 9 + [6]
+    exact_1200 = P.keyframe_attention_tflop(1200, 8, 512)  # no settings: exact
+    assert exact_1200 == pytest.approx(2.45e11 * 150**2 / 1e12)
+    bounded = P.keyframe_attention_tflop(1200, 8, 512, edit)
+    assert bounded == pytest.approx(2.45e11 * (9 * 16 * 20 + 6 * 10 + 4 * 4) / 1e12)
+    per_frame = [P.edit_tflop(n, 50, 512, 8, {**edit, "keyframe_attention": "bounded"}) / n for n in (300, 1200)]
+    assert per_frame[1] <= 1.05 * per_frame[0]
+    assert P.edit_tflop(1200, 50, 512, 8) / 1200 > 1.5 * per_frame[1]  # exact attention outgrows the UNet

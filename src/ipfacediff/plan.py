@@ -10,7 +10,9 @@ FLOP counts, not from timing this machine:
 - Inversion: one forward per frame per DDIM step (no guidance).
 - Editing: three forwards per frame per step (source pass, unconditional, conditional; the same bound
   for every method) plus the joint keyframe attention, 2.45e11 x K^2 FLOP per step at 512 px with
-  K = ceil(frames / keyframe_interval) keyframes, scaled by (s / 512)^4 (tokens squared).
+  K = ceil(frames / keyframe_interval) keyframes, scaled by (s / 512)^4 (tokens squared). Where the
+  editor's own rule (edit.keyframe_attention) picks bounded attention, groups of G keyframes attend to
+  G + A keyframes (A anchors, plus an anchor pass of 3 forwards per anchor): linear in frames.
 - Training: forward + backward ~ 3 forwards per face per iteration (the usual 1 + 2 rule; LoRA skips
   most weight gradients, so this is an upper bound), batch faces per iteration.
 VAE, text encoder, recognisers, CLIP and metrics are not counted (small beside the UNet at 512 px).
@@ -67,17 +69,50 @@ def unet_tflop(crop: int) -> float:
     return UNET_TFLOP_512 * (crop / 512) ** 2
 
 
-def keyframe_attention_tflop(frames: int, interval: int, crop: int) -> float:
+def keyframe_groups(frames: int, interval: int, crop: int, edit: dict | None, prompts: int = 1, itemsize: int = 2) -> list[int]:
+    """Keyframes per joint-attention group of one step: [K] in exact mode, groups of at most
+    `edit.keyframe_group_size` in bounded mode, chosen by the editor's own rule
+    (diffusion/keyframe_attention.py) on the SD 2.1-base architecture at this crop."""
     k = math.ceil(frames / max(1, interval))
-    return KEYFRAME_ATTN_FLOP_512 * k * k * (crop / 512) ** 4 / 1e12
+    if not edit or "keyframe_attention" not in edit:
+        return [k]
+    from .diffusion.architectures import sd21_unet_config
+    from .diffusion.keyframe_attention import resolve_keyframe_attention
+
+    choice = resolve_keyframe_attention(sd21_unet_config(crop // 8), (crop // 8, crop // 8), frames, interval,
+                                        edit["keyframe_attention"], int(edit["keyframe_group_size"]), int(edit["keyframe_anchors"]),
+                                        float(edit["keyframe_memory_gib"]), 2, prompts, itemsize)
+    if not choice.bounded:
+        return [k]
+    g = int(edit["keyframe_group_size"])
+    return [g] * (k // g) + ([k % g] if k % g else [])
+
+
+def keyframe_attention_tflop(frames: int, interval: int, crop: int, edit: dict | None = None, prompts: int = 1,
+                             itemsize: int = 2) -> float:
+    """Joint keyframe attention per step: C x (query keyframe, key keyframe) pairs. Exact: K^2. Bounded:
+    each group of g attends to g + A keyframes, plus the anchor pass's A^2."""
+    groups = keyframe_groups(frames, interval, crop, edit, prompts, itemsize)
+    if len(groups) == 1:
+        pairs = groups[0] ** 2
+    else:
+        a = int(edit["keyframe_anchors"])
+        pairs = sum(g * (g + a) for g in groups) + a * a
+    return KEYFRAME_ATTN_FLOP_512 * pairs * (crop / 512) ** 4 / 1e12
 
 
 def inversion_tflop(frames: int, steps: int, crop: int) -> float:
     return frames * steps * unet_tflop(crop)
 
 
-def edit_tflop(frames: int, steps: int, crop: int, interval: int) -> float:
-    return steps * (EDIT_FORWARDS * frames * unet_tflop(crop) + keyframe_attention_tflop(frames, interval, crop))
+def edit_tflop(frames: int, steps: int, crop: int, interval: int, edit: dict | None = None, prompts: int = 1,
+               itemsize: int = 2) -> float:
+    """UNet forwards (3 per frame; bounded mode adds 3 per anchor for the anchor pass) + keyframe attention."""
+    anchors = 0
+    if len(keyframe_groups(frames, interval, crop, edit, prompts, itemsize)) > 1:
+        anchors = int(edit["keyframe_anchors"])
+    forwards = EDIT_FORWARDS * (frames + anchors) * unet_tflop(crop)
+    return steps * (forwards + keyframe_attention_tflop(frames, interval, crop, edit, prompts, itemsize))
 
 
 def training_tflop(steps: int, batch: int, grad_accum: int, crop: int) -> float:
@@ -126,12 +161,15 @@ def make_plan(params: dict, frames: int | None = None, peak_tflops: float = DEFA
     plan.lines.append(Line("invert", n_inv, f"{n_inv} videos x {f} frames x {inv['steps']} steps",
                            n_inv * inversion_tflop(f, int(inv["steps"]), crop)))
     n_edits = v * len(prompts) * len(methods)
+    itemsize = 4 if str(params.get("models", {}).get("dtype", "float16")) == "float32" else 2
+    per_pass = min(len(prompts), int(edit.get("prompts_per_pass", 1)))
     plan.lines.append(Line("edit", n_edits, f"{v} videos x {len(prompts)} prompts x {len(methods)} methods, "
                                             f"{f} frames x {edit['steps']} steps",
-                           n_edits * edit_tflop(f, int(edit["steps"]), crop, int(edit["keyframe_interval"]))))
+                           n_edits * edit_tflop(f, int(edit["steps"]), crop, int(edit["keyframe_interval"]), edit, per_pass, itemsize)))
     timing = params.get("timing", {})
     if timing.get("frames"):
-        t_flop = sum(inversion_tflop(n, int(inv["steps"]), crop) + edit_tflop(n, int(edit["steps"]), crop, int(edit["keyframe_interval"]))
+        t_flop = sum(inversion_tflop(n, int(inv["steps"]), crop)
+                    + edit_tflop(n, int(edit["steps"]), crop, int(edit["keyframe_interval"]), edit, 1, itemsize)
                      for n in timing["frames"])
         lengths = ", ".join(map(str, timing["frames"]))
         plan.lines.append(Line("timing", len(timing["frames"]), f"invert + edit at {lengths} frames", t_flop))

@@ -88,8 +88,8 @@ class KeyframeAttentionChoice:
     group_size: int
     anchors: int
     memory_gib: float
-    estimated_exact_gib: float
-    estimated_bounded_gib: float
+    estimated_exact_gib: float | None  # None where the method has no keyframes
+    estimated_bounded_gib: float | None
     groups: int  # keyframe groups per step (1 in exact mode)
 
     @property
@@ -133,3 +133,17 @@ def choose_keyframe_attention(requested: str, keyframes: int, group_size: int, a
     if requested == "bounded":
         return pick("bounded", "requested")
     return pick("bounded", f"exact keyframe state {exact_gib} GiB exceeds edit.keyframe_memory_gib {memory_gib}")
+
+
+def resolve_keyframe_attention(unet_config: Mapping[str, Any], latent_hw: tuple[int, int], n_frames: int, keyframe_interval: int,
+                               requested: str, group_size: int, anchors: int, memory_gib: float, groups: int, prompts: int,
+                               itemsize: int) -> KeyframeAttentionChoice:
+    """The switching rule on eq. (1)-(2) estimates for one video of `n_frames` frames: what the editor
+    runs (pipeline) and what the planner costs (plan.py) from the same numbers. K = one keyframe per
+    block of `keyframe_interval` frames; bounded mode stores one group + the carried keyframe + anchors."""
+    shapes = self_attention_shapes(unet_config, latent_hw)
+    K = -(-n_frames // keyframe_interval)
+    exact = keyframe_state_bytes(shapes, K, groups, prompts, itemsize)
+    bounded = (keyframe_state_bytes(shapes, min(group_size + 1, K), groups, prompts, itemsize)
+               + anchor_state_bytes(shapes, anchors, groups, prompts, itemsize))
+    return choose_keyframe_attention(requested, K, group_size, anchors, memory_gib, exact, bounded)

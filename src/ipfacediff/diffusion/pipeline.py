@@ -49,8 +49,7 @@ from ..settings import EditSettings
 from .attention import EditState, assert_installed, install_processors
 from .branches import BranchSet
 from .injection import injection_steps, install_resnet_hook, pnp_attention_layers
-from .keyframe_attention import (KeyframeAttentionChoice, anchor_state_bytes, choose_keyframe_attention, keyframe_state_bytes,
-                                 self_attention_shapes)
+from .keyframe_attention import KeyframeAttentionChoice, resolve_keyframe_attention
 from .propagation import anchor_frames, blend_plan, keyframe_windows, sample_keyframes
 
 
@@ -227,17 +226,12 @@ class IPFaceDiffPipeline:
         when it cannot work."""
         cfg = self.config
         unet = self.components.unet
-        shapes = self_attention_shapes(unet.config, latent_hw)
-        itemsize = unet.dtype.itemsize
-        K = -(-n_frames // cfg.keyframe_interval)  # one keyframe per block of keyframe_interval frames
         G, A = cfg.keyframe_group_size, cfg.keyframe_anchors
-        exact = keyframe_state_bytes(shapes, K, groups, prompts, itemsize)
-        bounded = (keyframe_state_bytes(shapes, min(G + 1, K), groups, prompts, itemsize)  # a group + the carried keyframe
-                   + anchor_state_bytes(shapes, A, groups, prompts, itemsize))
         if not method.propagate:
             return KeyframeAttentionChoice(cfg.keyframe_attention, "none", f"method {method.name} has no keyframes", G, A,
-                                           cfg.keyframe_memory_gib, round(exact / 1024**3, 4), round(bounded / 1024**3, 4), 0)
-        choice = choose_keyframe_attention(cfg.keyframe_attention, K, G, A, cfg.keyframe_memory_gib, exact, bounded)
+                                           cfg.keyframe_memory_gib, None, None, 0)
+        choice = resolve_keyframe_attention(unet.config, latent_hw, n_frames, cfg.keyframe_interval, cfg.keyframe_attention, G, A,
+                                            cfg.keyframe_memory_gib, groups, prompts, unet.dtype.itemsize)
         if choice.bounded and A > n_frames:
             raise InputError(None, f"edit.keyframe_anchors: {A} anchors but the video has only {n_frames} frames")
         return choice
