@@ -134,7 +134,7 @@ def run_edit_stage(settings: Settings, method_name: str, prepped, inversions, mo
     Writes OUT/<method>/<prompt>/<vid>.mp4 + .mp4.json; returns one summary row per item.
     """
     from ..prompts import EDIT_PROMPTS, select_prompts
-    from ..tracking import start_run
+    from ..tracking import edits_artifact, start_run
     from .engine import Engine, branch_dirs
 
     method = get_method(method_name)
@@ -145,8 +145,9 @@ def run_edit_stage(settings: Settings, method_name: str, prepped, inversions, mo
     pipe = engine.pipeline(edit, progress=True)
     models_info = engine.record()
     rows = []
-    uses = {"models-base": ("model", models), **{f"branch-{b}": ("branch", Path(branches_dir) / b) for b in used}}
-    produces = {f"edits-{method.name}": ("edits", Path(out) / method.name)}
+    uses = {"models-base": ("model", models), "inversions": ("inversions", inversions),
+            **{f"branch-{b}": ("branch", Path(branches_dir) / b) for b in used}}
+    produces = {edits_artifact(method.name): ("edits", Path(out) / method.name)}
     with start_run("edit", settings.as_params(), method=method.name, uses=uses, produces=produces) as run:
         for job in jobs:
             rows.append(edit_item(engine, pipe, job, edit, settings.seed, settings.profile, models_info, run))
