@@ -218,3 +218,38 @@ def test_snakemake_gives_the_dvc_runs_artifacts(clone, snakemake_clone):
     assert not problems, "\n".join(problems)
     assert identical, "no output compared"
     print(f"\nSnakemake vs DVC: {len(identical)} outputs identical, {len(moved)} within tolerance: {moved}")
+
+
+# --------------------------------------------------------------------------- a queued experiment
+
+
+def test_a_queued_experiment_reruns_only_what_its_parameter_reaches(clone):
+    """The README's queued sweep on the real DAG (one cheap experiment): `-C` from `ipfacediff.dag
+    copy-paths` brings in the uncached persistent outputs, so only the report re-runs (without them the
+    temporary workspace would retrain from step 0), and `dvc exp show` gives the comparison table."""
+    import time
+
+    from ipfacediff.dag import plan_experiment
+
+    keep = _run([sys.executable, "-m", "ipfacediff.dag", "copy-paths"], clone).split()
+    override = "report.side_by_side_height=96"
+    assert plan_experiment(clone, [override]) == ["report"]
+    _run(["dvc", "exp", "run", "--queue", *keep, "-n", "panels96", "-S", override], clone)
+    _run(["dvc", "queue", "start", "-j", "1"], clone)
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        status = _run(["dvc", "queue", "status"], clone)
+        line = next((row for row in status.splitlines() if "panels96" in row), "")
+        if "Success" in line or "Failed" in line:
+            break
+        time.sleep(5)
+    logs = _run(["dvc", "queue", "logs", "panels96"], clone)
+    assert "Success" in line, f"{status}\n{logs[-3000:]}"
+    ran = {row.split("'")[1] for row in logs.splitlines() if row.startswith("Running stage")}
+    assert ran == {"report"}, logs[-3000:]
+    rows = {r["Experiment"]: r for r in csv.DictReader(io.StringIO(_run(["dvc", "exp", "show", "--csv"], clone)))}
+    exp = rows["panels96"]
+    assert exp["report.side_by_side_height"] == "96"
+    base = next(r for name, r in rows.items() if name != "panels96" and r["report.side_by_side_height"] == "128")
+    metric_columns = [c for c in exp if c.startswith("methods.")]
+    assert metric_columns and all(exp[c] == base[c] for c in metric_columns), "the report changed a metric"
