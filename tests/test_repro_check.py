@@ -1,8 +1,8 @@
 """Same artifacts anywhere: `dvc repro` in a fresh clone of HEAD reproduces the committed results, and
 Snakemake in another fresh clone reproduces DVC's.
 
-`make repro-check` (CI runs it after `make test`; two whole sample-profile runs, ~13 min on 2 idle cores;
-skipped by a plain pytest run):
+`make repro-check` (CI runs it after `make test`; two whole sample-profile runs, about twice the 4.8 min
+the DVC half alone took on 2 idle cores; skipped by a plain pytest run):
   - every stage with no floating-point reduction (reports/metrics/tolerances.yaml `exact_stages`) gives
     outputs identical to the committed dvc.lock;
   - `dvc metrics diff` against the committed metrics stays within the per-metric tolerances, and the
