@@ -11,7 +11,9 @@ the DVC half alone took on 2 idle cores; skipped by a plain pytest run):
   - `snakemake --cores all` on a fresh clone runs every rule, and every output of every stage, hashed as
     DVC hashes it, equals the DVC run's (bit for bit for the exact stages; elsewhere either identical or,
     where sums of floats may differ, the same files with metrics and curves within the same tolerances);
-    a second Snakemake run has nothing to do.
+    a second Snakemake run has nothing to do;
+  - a queued experiment (`dvc exp run --queue` with the README's `-C` paths, `dvc queue start`) re-runs
+    only the stage its parameter reaches, and `dvc exp show` lists it beside the workspace.
 """
 
 from __future__ import annotations
