@@ -30,8 +30,9 @@ test: setup
 mutation: setup
 	OMP_NUM_THREADS=1 $(PY) tools/mutation_check.py -j 2
 
-# A fresh clone of HEAD reproduces the committed dvc.lock and metrics (reports/metrics/tolerances.yaml);
-# a full `dvc repro` in a temporary folder (~6 min on 2 idle cores). CI runs it after `make test`.
+# A fresh clone of HEAD reproduces the committed dvc.lock and metrics (reports/metrics/tolerances.yaml),
+# Snakemake on a second fresh clone reproduces DVC's outputs, and a queued experiment re-runs only what
+# its parameter reaches: two whole sample-profile runs in temporary folders. CI runs it after `make test`.
 repro-check: setup
 	$(PY) -m pytest -q --repro-check tests/test_repro_check.py
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ipfacediff.errors import InputError
 from ipfacediff.layout import DAG
@@ -28,7 +29,16 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(args.params)
         cfg = settings.caption
         captioner = make_captioner(cfg, device=settings.device, dtype=settings.models.dtype)
-        s = run_caption_stage(args.faces_dir, args.prepped_dir, args.out_dir, captioner, settings.profile, cfg.batch_size)
+        from ipfacediff.tracking import start_run
+
+        with start_run("caption", settings.as_params(), produces={"captions": ("captions", args.out_dir)}) as run:
+            s = run_caption_stage(args.faces_dir, args.prepped_dir, args.out_dir, captioner, settings.profile,
+                                  cfg.batch_size)
+            run.summary({"captioner": s["captioner"], "faces": s["faces"]["n"], "videos": s["videos"]["n"]})
+            if run.enabled and s["faces"]["n"]:  # every caption beside its image, as the training and inversion stages read them
+                import pandas as pd
+
+                run.log_table("captions", pd.read_json(Path(args.out_dir) / "faces.jsonl", lines=True))
     except InputError as e:
         print(f"caption: error: {e}", file=sys.stderr)
         return 2

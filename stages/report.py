@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         from ipfacediff.report.build import build_plots, build_tables, build_videos, log_report
-        from ipfacediff.tracking import start_run
+        from ipfacediff.tracking import edits_inputs, start_run
 
         settings = load_settings(args.params)
         report = settings.report
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         videos = build_videos(Path(args.prepped), {"engine": Path(args.edits), "imported": Path(args.imported)},
                               Path(args.videos), report.side_by_side_height,
                               enabled=report.side_by_side)
-        with start_run("report", settings.as_params(), uses={"edits": ("edits", args.edits)},
+        with start_run("report", settings.as_params(), uses=edits_inputs(args.edits),
                        produces={"report": ("report", Path(args.tables).parent)}) as run:
             log_report(run, built, plots)
     except InputError as e:

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -108,3 +111,37 @@ def test_a_sweep_is_queued_one_experiment_per_value(repo):
     status = _run(["dvc", "queue", "status"], repo)
     assert status.count("Queued") == 2, status
     _run(["dvc", "queue", "remove", "--queued"], repo)
+
+
+def _readme_ablation_grid() -> str:
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    return next(b for b in blocks if "dvc queue start" in b)
+
+
+def test_readme_ablation_grid_queues_each_ablation_with_what_a_queued_run_needs():
+    """The README's queued grid: every paper ablation in it, each line a real change of parameters (some
+    stage re-runs against dvc.lock) and each given the uncached persistent outputs (`-C`)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from ipfacediff.dag import plan_experiment, queue_copy_paths
+
+    block = _readme_ablation_grid()
+    assert "KEEP=$(python -m ipfacediff.dag copy-paths)" in block
+    lines = [shlex.split(line.split("#")[0]) for line in block.splitlines()]
+    runs = [argv for argv in lines if argv[:4] == ["dvc", "exp", "run", "--queue"]]
+    overrides = [[argv[i + 1] for i, a in enumerate(argv) if a == "-S"] for argv in runs]
+    for ablation in ("finetune_id.enabled=false", "finetune_dir.enabled=false", "finetune_id.mode=full"):
+        assert any(ablation in o for o in overrides), f"README grid lacks {ablation}"
+    assert all("$KEEP" in argv for argv in runs)
+    parser = OverridesParser.create()
+    for argv, over in zip(runs, overrides):
+        # one experiment per combination of sweep values, as DVC queues a Hydra sweep
+        choices = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] if o.is_sweep_override()
+                   else [o.input_line] for o in parser.parse_overrides(over)]
+        plans = [plan_experiment(ROOT, list(combo)) for combo in itertools.product(*choices)]
+        assert any(plans), f"{' '.join(argv)}: changes nothing dvc.lock records"
+    stages = load_stages(ROOT / "dvc.yaml", ROOT / "params.yaml")
+    copied = queue_copy_paths(stages)
+    assert {"models/checkpoints/identity", "models/checkpoints/directional"} <= set(copied)
+    tracked = subprocess.run(["git", "ls-files", *copied], cwd=ROOT, capture_output=True, text=True).stdout
+    assert not tracked, f"git already carries {tracked} into a queued run's workspace"

@@ -120,3 +120,39 @@ def test_edit_logged_as_video_and_side_by_side_frame(fake_wandb, tmp_path):
     logged = fake_wandb[-1].logged[-1]
     assert type(logged["edit/bangs/v1/video"]).__name__ == "Video"
     assert type(logged["edit/bangs/v1/side_by_side"]).__name__ == "Image"
+
+
+def test_report_uses_the_artifacts_the_edit_stages_produce(tmp_path):
+    """Lineage edit@<method> -> report: the report declares exactly the method folders present, under the
+    names the edit stage logs them (tracking.edits_artifact)."""
+    for method in ("ours", "tokenflow"):
+        (tmp_path / "edits" / method).mkdir(parents=True)
+    (tmp_path / "edits" / ".gitignore").write_text("*\n")
+    uses = tracking.edits_inputs(tmp_path / "edits")
+    assert uses == {"edits-ours": ("edits", tmp_path / "edits" / "ours"),
+                    "edits-tokenflow": ("edits", tmp_path / "edits" / "tokenflow")}
+    assert tracking.edits_artifact("ours") in uses
+    assert tracking.edits_inputs(tmp_path / "missing") == {}
+
+
+def test_caption_stage_logs_a_run_with_its_captions_and_artifact(fake_wandb, tmp_path, media_dir, monkeypatch):
+    import importlib.util
+
+    import yaml
+    from test_caption import _aligned, _faces_dir, _prepped_dir, _read
+
+    face = _aligned(_read(media_dir / "stills" / "skimage_astronaut.png"))
+    faces, prepped = _faces_dir(tmp_path, {"astronaut": face}), _prepped_dir(tmp_path, [face])
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"profile": "test", "caption": {"captioner": "fallback"}}))
+    spec = importlib.util.spec_from_file_location("caption_stage", tracking.Path(__file__).parents[1] / "stages" / "caption.py")
+    stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage)
+    monkeypatch.chdir(tmp_path)
+    assert stage.main(["--params", str(params), str(faces), str(prepped), str(tmp_path / "captions")]) == 0
+    run = fake_wandb[-1]
+    assert run.init["name"] == "caption" and run.init["job_type"] == "caption" and run.finished
+    assert [(a.name, a.type) for a in run.produced] == [("captions", "captions")]
+    table = run.logged[-1]["captions"]
+    assert type(table).__name__ == "Table" and table.get_column("image") == ["images/astronaut.png"]
+    assert run.summary["faces"] == 1

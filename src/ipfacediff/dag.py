@@ -50,6 +50,12 @@ def _persistent(entries: list[Any] | None) -> list[str]:
     return [str(k) for e in entries or [] if isinstance(e, dict) for k, opts in e.items() if (opts or {}).get("persist")]
 
 
+def _uncached(entries: list[Any] | None) -> list[str]:
+    """Paths of outs entries marked `cache: false` (DVC hashes them but keeps no copy)."""
+    return [str(k) for e in entries or [] if isinstance(e, dict) for k, opts in e.items()
+            if (opts or {}).get("cache") is False]
+
+
 def _param_keys(entries: list[Any] | None) -> list[str]:
     keys = []
     for entry in entries or []:
@@ -70,6 +76,7 @@ class Stage:
     params: list[str]
     param_values: dict[str, Any] = field(default_factory=dict)
     persist: list[str] = field(default_factory=list)  # outs DVC keeps between runs (subset of outs)
+    uncached: list[str] = field(default_factory=list)  # outs DVC keeps no copy of (`cache: false`)
 
     @property
     def base_name(self) -> str:
@@ -111,6 +118,7 @@ def load_stages(dvc_yaml: str | Path, params_yaml: str | Path | dict) -> list[St
                     params=keys,
                     param_values={k: _lookup(k, params) for k in keys},
                     persist=_persistent(body_sub.get("outs")),
+                    uncached=_uncached(body_sub.get("outs")),
                 )
             )
     return stages
@@ -219,6 +227,13 @@ def downstream(stages: list[Stage], changed: set[str]) -> set[str]:
     return result
 
 
+def queue_copy_paths(stages: list[Stage]) -> list[str]:
+    """Outputs a queued experiment must be given with `dvc exp run --queue -C <path>`: kept between runs
+    (`persist`) but not cached (`cache: false`) nor tracked by git, so the temporary workspace a queued
+    experiment runs in would lack them, and DVC would re-run their stages (training from step 0)."""
+    return [p for st in stages for p in st.persist if p in st.uncached]
+
+
 def plan_experiment(root: str | Path, overrides: list[str]) -> list[str]:
     """Stages `dvc exp run -S <overrides>` re-runs, judged against dvc.lock: a stage whose command or
     parameter values differ from its lock entry (or that has none), and everything downstream of it.
@@ -253,11 +268,15 @@ def main(argv: list[str] | None = None) -> int:
     plan = sub.add_parser("plan", help="stages `dvc exp run -S ...` would re-run (a dry run that works on any checkout)")
     plan.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="Hydra override, as for `dvc exp run -S` (repeatable)")
+    sub.add_parser("copy-paths", help="`-C PATH` options a queued experiment needs (`dvc exp run --queue $(...)`)")
     args = ap.parse_args(argv)
     root = Path.cwd()
     if not (root / "dvc.yaml").is_file():
         print(f"{root}: no dvc.yaml here (run from the repository root)", file=sys.stderr)
         return 2
+    if args.cmd == "copy-paths":
+        print(" ".join(f"-C {p}" for p in queue_copy_paths(load_stages(root / "dvc.yaml", root / "params.yaml"))))
+        return 0
     try:
         names = plan_experiment(root, args.overrides)
     except Exception as e:  # Hydra's override and composition errors name the bad key

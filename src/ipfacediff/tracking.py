@@ -42,6 +42,18 @@ def run_name(stage: str, method: str | None = None, prompt: str | None = None) -
     return "-".join(p for p in (stage, method, prompt) if p)
 
 
+def edits_artifact(method: str) -> str:
+    """The artifact of one method's edits: produced by `edit@<method>`, used by the report."""
+    return f"edits-{method}"
+
+
+def edits_inputs(edits_dir: str | Path) -> dict[str, tuple[str, Path]]:
+    """Every method's edits under `edits_dir` (one folder per method) as input artifacts."""
+    root = Path(edits_dir)
+    methods = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    return {edits_artifact(p.name): ("edits", p) for p in methods}
+
+
 class Run:
     """A thin handle over a wandb run; logs nothing when W&B is disabled."""
 

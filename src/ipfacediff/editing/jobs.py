@@ -175,7 +175,7 @@ def run_edit_stage(settings: Settings, method_name: str, prepped, inversions, mo
     """
     from ..diffusion.sdpa import check_sdpa
     from ..prompts import EDIT_PROMPTS, select_prompts
-    from ..tracking import start_run
+    from ..tracking import edits_artifact, start_run
     from .engine import Engine, branch_dirs
 
     method = get_method(method_name)
@@ -187,8 +187,9 @@ def run_edit_stage(settings: Settings, method_name: str, prepped, inversions, mo
     models_info = engine.record()
     sdpa = check_sdpa(engine.components.unet)  # warns when a CUDA edit would run the math kernel
     rows: dict[int, dict] = {}
-    uses = {"models-base": ("model", models), **{f"branch-{b}": ("branch", Path(branches_dir) / b) for b in used}}
-    produces = {f"edits-{method.name}": ("edits", Path(out) / method.name)}
+    uses = {"models-base": ("model", models), "inversions": ("inversions", inversions),
+            **{f"branch-{b}": ("branch", Path(branches_dir) / b) for b in used}}
+    produces = {edits_artifact(method.name): ("edits", Path(out) / method.name)}
     with start_run("edit", settings.as_params(), method=method.name, uses=uses, produces=produces) as run:
         for group in by_video(jobs):
             done = edit_video(engine, pipe, group, edit, settings.seed, settings.profile, models_info, run, sdpa)

@@ -159,7 +159,10 @@ def finetune(branch: str, params: Settings | dict, paths: Paths | None = None, o
     n_trainable = sum(p.numel() for p in comps.unet.parameters() if p.requires_grad)
     acc.print(f"{STAGES[branch]} [{settings.profile}]: {len(face_set)} faces ({len(face_set.skipped)} skipped), "
               f"{cfg.mode} {n_trainable:,} trainable parameters, {cfg.steps} steps x {cfg.batch_size} x {cfg.grad_accum}")
-    with start_run(STAGES[branch], settings.as_params(), uses={"models-base": ("model", paths.models)},
+    uses = {"models-base": ("model", paths.models), "captions": ("captions", Path(paths.captions).parent)}
+    if branch == "directional":  # its loss scores with CLIP
+        uses["models-clip"] = ("model", paths.clip)
+    with start_run(STAGES[branch], settings.as_params(), uses=uses,
                    produces={f"branch-{branch}": ("branch", paths.out)}) as run:
         result = train(comps.unet, objective, FaceDataset(face_set), cfg, branch, seed, paths.checkpoints, fp,
                        accelerator=acc, run=run, on_step=on_step, aux_modules=[comps.vae, *aux])
