@@ -145,7 +145,6 @@ def finetune(branch: str, params: Settings | dict, paths: Paths | None = None, o
         return write_disabled(branch, paths, terms) if PartialState().is_main_process else {"branch": branch, "enabled": False}
     seed = settings.seed if cfg.seed is None else cfg.seed
     acc = make_accelerator(settings.device, cfg)
-    set_seed(seed)  # LoRA's gaussian init draws from the global generator
     face_set = build_face_set(paths.faces, paths.captions)
     for s in face_set.skipped[:20]:
         acc.print(f"{STAGES[branch]}: skipped {s['image']}: {s['reason']}")
@@ -155,6 +154,9 @@ def finetune(branch: str, params: Settings | dict, paths: Paths | None = None, o
     comps = load_base(paths.models, acc.device, dtype, cfg.mode)
     objective, loss_info, aux = build_objective(branch, cfg, comps, face_set, paths, acc.device, dtype)
     fp = fingerprint(cfg, {"branch": branch, "base": comps.model_hash, "data": data_hash(face_set), "seed": seed, **loss_info})
+    # seeded here, after every load: LoRA's gaussian init draws from the global generator, and what a
+    # load draws depends on what this process loaded before (the recogniser is built once per process)
+    set_seed(seed)
     prepare_unet(comps.unet, branch, cfg)
     n_trainable = sum(p.numel() for p in comps.unet.parameters() if p.requires_grad)
     acc.print(f"{STAGES[branch]} [{settings.profile}]: {len(face_set)} faces ({len(face_set.skipped)} skipped), "
