@@ -32,9 +32,10 @@ mutation: setup
 
 # A fresh clone of HEAD reproduces the committed dvc.lock and metrics (reports/metrics/tolerances.yaml),
 # Snakemake on a second fresh clone reproduces DVC's outputs, and a queued experiment re-runs only what
-# its parameter reaches: two whole sample-profile runs in temporary folders. CI runs it after `make test`.
+# its parameter reaches: two whole sample-profile runs in temporary folders; and the paper profile rehearsed
+# on stand-ins (tests/test_rehearsal.py, about 4 min). CI runs it after `make test`.
 repro-check: setup
-	$(PY) -m pytest -q --repro-check tests/test_repro_check.py
+	$(PY) -m pytest -q --repro-check tests/test_repro_check.py tests/test_rehearsal.py
 
 params: setup
 	$(PY) -m ipfacediff.config --write

@@ -79,13 +79,13 @@ def tiny_models(tmp_path_factory) -> Path:
 
 def pytest_addoption(parser):
     parser.addoption("--repro-check", action="store_true",
-                     help="run the fresh-clone `dvc repro` reproduction check (`make repro-check`)")
+                     help="run the whole-pipeline checks: fresh-clone `dvc repro` reproduction, paper-profile rehearsal (`make repro-check`)")
 
 
 def pytest_collection_modifyitems(config, items):
     if config.getoption("--repro-check"):
         return
-    skip = pytest.mark.skip(reason="full dvc repro in a fresh clone (minutes): run `make repro-check`")
+    skip = pytest.mark.skip(reason="whole-pipeline run (minutes: fresh-clone dvc repro, paper-profile rehearsal): run `make repro-check`")
     for item in items:
         if "repro_check" in item.keywords:
             item.add_marker(skip)

@@ -56,6 +56,7 @@ def test_overrides_are_sizes_and_counts_only():
     assert changed == set(keys)
 
 
+@pytest.mark.repro_check  # a whole pipeline run (about 4 min): with the reproduction check, out of `make test`'s budget
 def test_paper_profile_runs_every_stage_to_the_tables(rehearsal):
     repo, env, _ = rehearsal
     stages = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
@@ -107,6 +108,7 @@ def _set(params: dict, dotted: str, value) -> None:
     params[last] = value
 
 
+@pytest.mark.repro_check  # needs the rehearsal's whole-pipeline fixture
 def test_each_stage_missing_its_weight_or_dataset_fails_in_one_line(rehearsal, tmp_path):
     repo, env, _ = rehearsal
     dvc_stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
