@@ -79,7 +79,7 @@ def tiny_models(tmp_path_factory) -> Path:
 
 def pytest_addoption(parser):
     parser.addoption("--repro-check", action="store_true",
-                     help="run the whole-pipeline checks: fresh-clone `dvc repro` reproduction, paper-profile rehearsal (`make repro-check`)")
+                     help="run the whole-pipeline checks: fresh-clone repro, paper-profile rehearsal (`make repro-check`)")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import time
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from scripts import load_script
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("edit_speed", ROOT / "benchmarks" / "edit_speed.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/edit_speed.py")
 
 
 class Sleeper(torch.nn.Module):

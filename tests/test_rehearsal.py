@@ -9,7 +9,6 @@ Runs tools/rehearse.py in a throwaway copy of this checkout (tracked files). Abo
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -19,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -26,10 +27,7 @@ pytestmark = pytest.mark.slow
 
 
 def _rehearse_module():
-    spec = importlib.util.spec_from_file_location("rehearse", ROOT / "tools" / "rehearse.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("tools/rehearse.py")
 
 
 @pytest.fixture(scope="module")
