@@ -169,6 +169,7 @@ def main(argv=None) -> int:
     from ipfacediff.diffusion.sdpa import check_sdpa
     from ipfacediff.diffusion.timing import extend_frames, hardware_info, synthetic_frames
     from ipfacediff.fsio import write_json
+    from ipfacediff.portable import portable_record
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -218,7 +219,7 @@ def main(argv=None) -> int:
         "code": code_state(), "note": args.note,
         "rows": rows, "ratios": length_ratios(rows),
     }
-    write_json(args.out, result)
+    write_json(args.out, portable_record(result))  # no machine paths in committed results
     print(json.dumps(result["ratios"], indent=1))
     return 0
 

@@ -147,6 +147,7 @@ def main(argv=None) -> int:
     from ipfacediff.diffusion.sdpa import check_sdpa
     from ipfacediff.diffusion.timing import hardware_info, synthetic_frames
     from ipfacediff.fsio import write_json
+    from ipfacediff.portable import portable_record
 
     device, dtype = M.resolve_device(args.device), M.resolve_dtype(args.dtype)
     size = args.size or (512 if args.arch == "true_size" else 64)
@@ -176,7 +177,7 @@ def main(argv=None) -> int:
         "wall_s": round(time.perf_counter() - t_all, 1),
         "rows": rows,
     }
-    write_json(args.out, result)
+    write_json(args.out, portable_record(result))  # no machine paths in committed results
     return 0
 
 

@@ -69,6 +69,7 @@ def main(argv=None) -> int:
     from ipfacediff.editing.engine import Engine, branch_dirs
     from ipfacediff.face.prep import load_prepped
     from ipfacediff.fsio import write_json
+    from ipfacediff.portable import portable_record
     from ipfacediff.metrics.temporal import flow_estimator, warp_error
     from ipfacediff.registry import get_method
 
@@ -108,7 +109,7 @@ def main(argv=None) -> int:
         "flow": flow.description + ", from the original clip",
         "pooled": {m: split_means(*pooled[m]) for m in MODES}, "videos": rows, "wall_s": round(time.perf_counter() - t_all, 1),
     }
-    write_json(args.out, result)
+    write_json(args.out, portable_record(result))  # no machine paths in committed results
     print(json.dumps(result["pooled"], indent=1))
     return 0
 

@@ -211,6 +211,7 @@ def main(argv=None) -> int:
     from ipfacediff.diffusion import rehearsal as R
     from ipfacediff.diffusion.timing import hardware_info
     from ipfacediff.fsio import write_json
+    from ipfacediff.portable import portable_record
 
     t_all = time.perf_counter()
     result: dict = {"command": "python benchmarks/true_size_rehearsal.py " + " ".join(sys.argv[1:] if argv is None else argv)}
@@ -248,7 +249,7 @@ def main(argv=None) -> int:
             "host-side work (frame hashing, cache file writes, video encoding) is not device work and is not counted",
         ],
     })
-    write_json(args.out, result)
+    write_json(args.out, portable_record(result))  # no machine paths in committed results
     if args.plot:
         title = (f"{args.arch} {args.size}px {args.dtype}, {args.invert_steps}+{args.steps} steps, method {args.method}, "
                  f"keyframe attention {attention_label(rows[-1])} (meta-device rehearsal)")

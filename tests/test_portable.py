@@ -48,3 +48,18 @@ def test_no_tracked_report_holds_a_machine_path():
 @pytest.mark.parametrize("bad", ["", "."])
 def test_degenerate_inputs(bad):
     assert portable_path(bad) == "."
+
+
+def test_committed_benchmark_results_name_no_machine_path():
+    """Results committed from one machine (benchmarks write them through portable_record) hold no
+    absolute path of that machine, in fields or inside recorded command lines."""
+    import json
+
+    from ipfacediff.portable import REPO_ROOT, portable_record
+
+    for f in sorted((REPO_ROOT / "benchmarks" / "results").glob("*.json")):
+        text = f.read_text()
+        assert not any(p in text for p in ("/work/", "/tmp/", "/root/", "/home/")), f.name
+    rec = {"command": f"python x.py --models {REPO_ROOT}/models/base --out r.json", "b": [f"lora:{REPO_ROOT}/models/branches/id"]}
+    assert portable_record(rec) == {"command": "python x.py --models models/base --out r.json", "b": ["lora:models/branches/id"]}
+    assert json.dumps(portable_record({"n": 1, "s": "a/b c"})) == '{"n": 1, "s": "a/b c"}'

@@ -50,3 +50,22 @@ def portable_path(path: str | os.PathLike, root: str | os.PathLike | None = None
         if p.is_relative_to(base):
             return label + p.relative_to(base).as_posix()
     return p.as_posix()
+
+
+def _portable_token(token: str) -> str:
+    label, sep, rest = token.partition(":")  # "lora:/abs/path" as branch sources are recorded
+    if sep and rest.startswith("/") and "/" not in label:
+        return f"{label}:{portable_path(rest)}"
+    return portable_path(token) if token.startswith("/") else token
+
+
+def portable_record(obj):
+    """`obj` (JSON-like) with every absolute path inside its strings, alone or within a command line,
+    written by `portable_path`: results files committed from one machine name no machine."""
+    if isinstance(obj, dict):
+        return {k: portable_record(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [portable_record(v) for v in obj]
+    if isinstance(obj, str) and "/" in obj:
+        return " ".join(_portable_token(t) for t in obj.split(" "))
+    return obj
